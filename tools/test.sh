@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Everything a change must pass: set up .venv (once), then
+#   1. nbdev_export + nbdev_clean leave the module and notebooks unchanged; README.md is in step with index.ipynb
+#   2. nbdev_test runs every notebook (cells flagged `slow` only with --slow)
+#   3. one notebook runs end to end in a real Jupyter kernel from nbs/
+#   4. the site builds (nbdev's _proc/ rendered by smalldocs into _docs/) and passes a headless Chromium check
+#   5. the wheel builds and installs into a clean venv
+# and ends with one line `N passed, M failed`. Usage: bash tools/test.sh [--slow]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+flags=""
+[ "${1:-}" = "--slow" ] && flags="slow"
+bash tools/setup_env.sh || { echo "0 passed, 1 failed"; exit 1; }
+export PATH="$PWD/.venv/bin:$PATH"
+log=$(mktemp); trap 'rm -f "$log"' EXIT
+t0=$(date +%s)
+step() { echo; echo "== $* ($(( $(date +%s) - t0 ))s)"; }
+
+step "1. the module is what the notebooks export; notebooks are clean; README is in step"
+snap() { git status --porcelain -- minivecdb nbs; git diff -- minivecdb nbs | sha256sum; }
+before=$(snap)
+nbdev_export && nbdev_clean
+if [ "$before" = "$(snap)" ]; then echo "PASS: nbdev_export and nbdev_clean changed nothing" | tee -a "$log"
+else echo "FAIL: nbdev_export/nbdev_clean changed files (export, clean and commit):" | tee -a "$log"; git status --short -- minivecdb nbs; fi
+python tools/make_readme.py --check | sed 's/^README.md is in/PASS: README.md is in/; s/^README.md is stale/FAIL: README.md is stale/' | tee -a "$log"
+
+step "2. nbdev_test, one notebook at a time, two at once${flags:+ (flags: $flags)}"
+ls nbs/*.ipynb | xargs -P 2 -I{} bash -c '
+  nb="{}"; s=$(date +%s); out=$(nbdev_test --path "$nb" ${0:+--flags $0} 2>&1); rc=$?
+  if [ $rc -eq 0 ]; then echo "PASS: nbdev_test $nb ($(( $(date +%s) - s ))s)"
+  else echo "FAIL: nbdev_test $nb ($(( $(date +%s) - s ))s)"; echo "$out" | tail -40; fi' "$flags" | tee -a "$log"
+
+step "3. a notebook in a real Jupyter kernel"
+python tools/run_notebook.py 03_headline_search.ipynb 2>&1 | tail -5 | tee -a "$log"
+
+step "4. the site: build, then check it in headless Chromium"
+if ! command -v chromium >/dev/null; then
+  echo "chromium is missing: installing it from Debian"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core) >/dev/null 2>&1 \
+    || echo "FAIL: could not install chromium with apt-get" | tee -a "$log"
+fi
+if python tools/build_site.py; then echo "PASS: site built into _docs/ by smalldocs" | tee -a "$log"
+else echo "FAIL: site build" | tee -a "$log"; fi
+python tools/check_site.py 2>&1 | tee -a "$log"
+
+step "5. the wheel"
+bash tools/check_wheel.sh 2>&1 | tee -a "$log"
+
+passed=$(grep -c '^PASS: ' "$log"); failed=$(grep -c '^FAIL: ' "$log")
+echo; echo "took $(( $(date +%s) - t0 ))s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
