@@ -11,10 +11,12 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/nbdev_t
 fi
 echo "setting up $venv (first run takes a few minutes)..."
 [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
-"$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
+log=$venv/pip-install.log
+pipi() { "$venv/bin/python" -m pip install "$@" >>"$log" 2>&1 || { tail -30 "$log"; echo "pip install $* failed (log: $log)"; exit 1; }; }
+pipi --upgrade pip setuptools wheel
 # torch first, pinned: a CPU build of 2.13.0; an unpinned torch pulled in by fastkmeans or
 # sentence-transformers would be a multi-GB CUDA build.
-"$venv/bin/python" -m pip install -q torch==2.13.0
-"$venv/bin/python" -m pip install -q -e ".[dev]"
+pipi torch==2.13.0
+pipi -e ".[dev]"
 echo "$want" > "$stamp"
 echo "environment ready: $venv"
