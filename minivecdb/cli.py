@@ -6,11 +6,11 @@
 __all__ = ['TEXT_COLUMNS', 'CLIError', 'read_items', 'search_store', 'format_results', 'cmd_index', 'cmd_search', 'cmd_stats',
            'demo_home', 'demo_store_path', 'cmd_demo', 'make_parser', 'main']
 
-# %% ../nbs/04_cli.ipynb #11cd5ad6
+# %% ../nbs/04_cli.ipynb #f9cf890c
 import argparse, csv, hashlib, io, json, os, sys
 from pathlib import Path
 
-# %% ../nbs/04_cli.ipynb #3fb0ea06
+# %% ../nbs/04_cli.ipynb #a6ba1ad9
 class CLIError(Exception):
     "A user mistake, reported as one line on stderr."
 
@@ -40,7 +40,7 @@ def _read_records(path:Path, raw:str)->tuple:
         records.append((i, obj))
     return list(dict.fromkeys(k for _,r in records for k in r)), records
 
-# %% ../nbs/04_cli.ipynb #50265f91
+# %% ../nbs/04_cli.ipynb #9b4e746d
 def _choose_text_column(path, columns, text_column):
     "The column holding the text: `text_column`, or the first of `TEXT_COLUMNS` present."
     listing = ", ".join(map(repr, columns)) or "none"
@@ -78,7 +78,7 @@ def read_items(path,                 # a .csv, .tsv, .jsonl or plain-text file
         metadatas.append({c: r[c] for c in keep if c in r})
     return texts, metadatas
 
-# %% ../nbs/04_cli.ipynb #bd39a328
+# %% ../nbs/04_cli.ipynb #8767e999
 def _parse_where(items)->dict:
     "`--where field=value` options as a `where` dict; a repeated field means any of its values."
     where = {}
@@ -119,7 +119,7 @@ def search_store(index,          # an `IVFIndex`
     return [(r, i, float(dist), index.storage.get(i)[1] or {})
             for r, (i, dist) in enumerate(zip(ids[0].tolist(), dists[0].tolist()), 1) if i >= 0]
 
-# %% ../nbs/04_cli.ipynb #b19bf8e6
+# %% ../nbs/04_cli.ipynb #3ca2da43
 def _cell(v, width=72)->str:
     "One metadata value as a single table cell, cut at `width` characters."
     s = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
@@ -136,7 +136,7 @@ def format_results(results # [(rank, id, distance, metadata)] from `search_store
     fmt = lambda row: "  ".join(v.rjust(w) if c < 2 else (v if c == len(row)-1 else v.ljust(w)) for c,(v,w) in enumerate(zip(row, widths)))
     return "\n".join(fmt(row) for row in rows)
 
-# %% ../nbs/04_cli.ipynb #b94788a4
+# %% ../nbs/04_cli.ipynb #33510a19
 def cmd_index(args):
     "minivecdb index FILE -o STORE: embed a file of texts and save a store with its built index."
     from minivecdb.headlines import build_text_index
@@ -161,7 +161,7 @@ def cmd_stats(args):
     if args.json: print(json.dumps(stats, indent=1))
     else: print("\n".join(f"{k:<17} {round(v, 2) if isinstance(v, float) else v}" for k,v in stats.items()))
 
-# %% ../nbs/04_cli.ipynb #2184a70d
+# %% ../nbs/04_cli.ipynb #3954f6ef
 def demo_home()->Path:
     "Where `minivecdb demo` keeps its store: `$MINIVECDB_HOME`, else the user's cache directory."
     if os.environ.get("MINIVECDB_HOME"): return Path(os.environ["MINIVECDB_HOME"]).expanduser()
@@ -189,7 +189,7 @@ def cmd_demo(args):
     print(f"query: {query}\n")
     print(format_results(search_store(index, query, args.k, _parse_where(args.where), args.nprobe, args.model, path)))
 
-# %% ../nbs/04_cli.ipynb #ee9903db
+# %% ../nbs/04_cli.ipynb #2bd6d563
 def make_parser()->argparse.ArgumentParser:
     "The `minivecdb` argument parser, one subcommand per `cmd_*` function."
     p = argparse.ArgumentParser(prog="minivecdb", description="A small vector database: index texts, search them by meaning.")
@@ -224,7 +224,7 @@ def make_parser()->argparse.ArgumentParser:
     search_opts(sp)
     return p
 
-# %% ../nbs/04_cli.ipynb #31dc82c8
+# %% ../nbs/04_cli.ipynb #22b687d1
 def main(argv=None # arguments after the program name; default `sys.argv[1:]`
         )->int:    # exit status: 0, 1 for an error, 2 for bad usage
     "Run the `minivecdb` command line."
@@ -239,5 +239,5 @@ def main(argv=None # arguments after the program name; default `sys.argv[1:]`
         return 130
     return 0
 
-# %% ../nbs/04_cli.ipynb #986bed3c
+# %% ../nbs/04_cli.ipynb #de4c006e
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())
