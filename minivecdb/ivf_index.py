@@ -88,6 +88,7 @@ def run_kmeans(data,                          # (n, d) vectors to cluster
                seed:int=0,                    # seeds the initial centroids and any sampling
                spherical:bool=False,          # unit-normalise data and centroids (cosine / inner product)
                max_points_per_centroid:int=256, # train on at most k*256 points, like FAISS
+               chunk_size:int=1024,           # rows per block of the distance computation (fastkmeans' default is 51,200)
               ):
     "Cluster `data` with fastkmeans on the CPU; returns `(centroids, preds)`, the (k, d) centroids and each row's cluster."
     from fastkmeans import FastKMeans  # imports torch: only when clustering
@@ -98,7 +99,7 @@ def run_kmeans(data,                          # (n, d) vectors to cluster
     np_state, torch_state = np.random.get_state(), torch.random.get_rng_state()
     try:
         km = FastKMeans(X.shape[1], k, niter=niter, seed=seed, gpu=False,
-                        max_points_per_centroid=max_points_per_centroid)
+                        max_points_per_centroid=max_points_per_centroid, chunk_size_data=chunk_size)
         km.train(X)
     finally: np.random.set_state(np_state); torch.random.set_rng_state(torch_state)
     C = _normalise(km.centroids) if spherical else np.ascontiguousarray(km.centroids, np.float32)
