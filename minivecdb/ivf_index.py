@@ -282,6 +282,8 @@ def grouped_scan(Qm,              # (nq, d) transformed queries
     return _best_k_per_query(q, sc, r, nq, k)
 
 # %% ../nbs/01_ivf_index.ipynb #94193bfc
+_row_dots = getattr(np, 'vecdot', np.dot)  # X, q, out=: out[i] = X[i]·q (`vecdot` from numpy 2.0 on)
+
 def scan_one(qm,            # (d,) one transformed query
              lists,         # Python list of the lists to scan
              data, starts, ends, k, row_bias=None, row_scale=None,
@@ -298,7 +300,7 @@ def scan_one(qm,            # (d,) one transformed query
         s, e = starts[c], ends[c]
         if n == e - s and (masked_lists is None or not masked_lists[c]):
             seg = buf[pos:pos + n]
-            np.dot(data[s:e], qm, out=seg)
+            _row_dots(data[s:e], qm, out=seg)
             if row_bias is not None: seg += row_bias[s:e]
             if row_scale is not None: seg *= row_scale[s:e]
             if rowmap is not None: rowmap[pos:pos + n] = np.arange(s, e)
