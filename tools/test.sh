@@ -31,7 +31,7 @@ ls nbs/*.ipynb | xargs -P 2 -I{} bash -c '
   else echo "FAIL: nbdev_test $nb ($(( $(date +%s) - s ))s)"; echo "$out" | tail -40; fi' "$flags" | tee -a "$log"
 
 step "3. a notebook in a real Jupyter kernel"
-python tools/run_notebook.py 03_headline_search.ipynb 2>&1 | tail -5 | tee -a "$log"
+python tools/run_notebook.py 06_headline_search.ipynb 2>&1 | tail -5 | tee -a "$log"
 
 step "4. the site: build, then check it in headless Chromium"
 if ! command -v chromium >/dev/null; then
