@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_vector_storage.ipynb #6a0760e2
 from __future__ import annotations
-import contextlib, glob, json, mmap as _mmap, operator, os, struct, tempfile, zlib
+import contextlib, errno, glob, json, mmap as _mmap, operator, os, shutil, struct, tempfile, threading, weakref, zlib
 from functools import partial
 from pathlib import Path
 import numpy as np
@@ -12,7 +12,7 @@ from fastcore.basics import patch
 from fastcore.foundation import L
 
 # %% auto #0
-__all__ = ['MAGIC', 'FORMAT_VERSION', 'VectorStorage', 'StoreLockedError', 'CorruptStoreError']
+__all__ = ['MAX_VALUE', 'MAGIC', 'FORMAT_VERSION', 'CorruptStoreError', 'VectorStorage', 'StorageView', 'StoreLockedError']
 
 # %% ../nbs/00_vector_storage.ipynb #ab8ed75b
 try: import fcntl
@@ -21,36 +21,87 @@ try: import msvcrt
 except ImportError: msvcrt = None
 
 # %% ../nbs/00_vector_storage.ipynb #da31a747
+def _check_dimension(dimension, what="dimension") -> int:
+    "`dimension` as an int if it is a positive integer (not a bool, float or string), else a ValueError."
+    if isinstance(dimension, (bool, np.bool_)) or not isinstance(dimension, (int, np.integer)) or dimension <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {dimension!r}")
+    return int(dimension)
+
+class CorruptStoreError(ValueError):
+    "A store file that is truncated, damaged or not a minivecdb store."
+
+def _parse_metadatas(raw, n:int) -> list:
+    "The metadata list in the JSON bytes `raw`, which must hold one entry per row."
+    metas = json.loads(bytes(raw))
+    if not isinstance(metas, list) or len(metas) != n: raise CorruptStoreError(f"the metadata holds {len(metas) if isinstance(metas, list) else 'no list of'} entries for {n} rows")
+    return metas
+
+class _Metadatas:
+    "The rows' metadata dicts: a list, or a loaded store's JSON bytes that the first reader parses (once, under a lock)."
+    def __init__(self, items:list=None, raw=None, n:int=0):
+        self._items, self._raw, self._n, self._parse_lock = items, raw, n, threading.Lock()
+    @property
+    def items(self) -> list:
+        if self._items is None:
+            with self._parse_lock:
+                if self._items is None: self._items, self._raw = _parse_metadatas(self._raw, self._n), None
+        return self._items
+    def raw_bytes(self):
+        "The original JSON bytes while nobody has parsed them, else None."
+        with self._parse_lock: return None if self._raw is None else bytes(self._raw)
+
+# %% ../nbs/00_vector_storage.ipynb #0b214c88
 class VectorStorage:
     "Vectors in one contiguous float32 matrix, with ids and JSON metadata."
     def __init__(self,
         dimension:int, # number of floats in every vector
     ):
-        if isinstance(dimension, bool) or not isinstance(dimension, (int, np.integer)) or dimension <= 0:
-            raise ValueError(f"dimension must be a positive int, got {dimension!r}")
-        self.dimension, self.next_id, self.layout_version, self.extras = int(dimension), 0, 0, {}
+        self.dimension = _check_dimension(dimension)
+        self.next_id, self.layout_version, self.extras = 0, 0, {}
         self._data = np.empty((0, self.dimension), np.float32)
         self._row_ids, self._alive = np.empty(0, np.int64), np.empty(0, bool)
         self._id_to_row = np.empty(0, np.int64)
-        self._meta_list, self._meta_raw = [], None
+        self._metas = _Metadatas([])
         self._n_rows = self._n_dead = 0
-        self._lock = None
+        self._lock = self._watcher = None
+        self.write_lock = threading.RLock()  # every change holds it; hold it yourself to make several changes one step
+        self._publish()
 
     @property
-    def _metadatas(self):
-        "Metadata per row; after `load` the JSON is parsed on first use."
-        if self._meta_list is None: self._meta_list = self._parse_metadatas()
-        return self._meta_list
-    @_metadatas.setter
-    def _metadatas(self, value): self._meta_list, self._meta_raw = value, None
-
-    def __len__(self): return self._n_rows - self._n_dead
-    def __contains__(self, id):
-        try: id = operator.index(id)
-        except TypeError: return False
-        return 0 <= id < self.next_id and self._id_to_row[id] >= 0
+    def _metadatas(self) -> list: return self._metas.items
+    def __len__(self): return len(self._view)
+    def __contains__(self, id): return id in self._view
     def __repr__(self):
         return f"VectorStorage(dimension={self.dimension}, vectors={len(self)}, next_id={self.next_id})"
+
+# %% ../nbs/00_vector_storage.ipynb #1bd7d0d9
+def _read_only(a:np.ndarray) -> np.ndarray:
+    "A read-only view of `a`."
+    a = a.view(); a.flags.writeable = False
+    return a
+
+class StorageView:
+    "What readers see of a `VectorStorage`: its rows at one moment, read-only, never changed by later writes."
+    def __init__(self, s:VectorStorage):
+        n = s._n_rows
+        self.dimension, self.next_id, self.layout_version = s.dimension, s.next_id, s.layout_version
+        self.n_rows, self.n_dead = n, s._n_dead
+        self.matrix, self.row_ids, self.alive = _read_only(s._data[:n]), _read_only(s._row_ids[:n]), _read_only(s._alive[:n])
+        self._id_to_row, self._metas = s._id_to_row, s._metas
+    def __len__(self): return self.n_rows - self.n_dead
+    def __repr__(self): return f"StorageView(n_rows={self.n_rows}, live={len(self)}, layout_version={self.layout_version})"
+
+@patch
+def _publish(self:VectorStorage):
+    "Let readers see the current rows (a new `StorageView`), then tell the watching index, if any."
+    self._view = StorageView(self)
+    on_change = self._watcher and self._watcher[0]()
+    if on_change is not None: on_change(self._view)
+
+@patch
+def view(self:VectorStorage) -> StorageView:
+    "The rows as they are now, as a snapshot that later writes never change."
+    return self._view
 
 # %% ../nbs/00_vector_storage.ipynb #795030e7
 @patch
@@ -60,8 +111,8 @@ def _as_rows(self:VectorStorage,
 ) -> np.ndarray:
     "`vectors` as a numeric 2-D array with the storage's dimension, or a clear error."
     try: arr = np.asarray(vectors)
-    except (ValueError, TypeError) as e: raise ValueError(f"vectors must be a numeric array of equal-length rows ({e})") from None
-    if arr.dtype.kind not in 'iuf': raise TypeError(f"vector must be numeric, got {arr.dtype} values")
+    except (ValueError, TypeError): raise ValueError("vectors must be rows of numbers of equal length; got rows of different lengths") from None
+    if arr.dtype.kind not in 'iuf': raise TypeError(f"vector must hold int or float numbers, got {arr.dtype} values")
     if single:
         if arr.ndim != 1: raise ValueError(f"add takes one 1-D vector, got shape {arr.shape}: use add_bulk for several")
         if len(arr) != self.dimension: raise ValueError(f"vector has dimension {len(arr)}, storage expects {self.dimension}")
@@ -120,6 +171,13 @@ def _reserve_ids(self:VectorStorage,
 
 # %% ../nbs/00_vector_storage.ipynb #fc28c1ee
 _BLOCK_BYTES = 1 << 20  # rows are copied and checked in blocks of about this size
+MAX_VALUE = 1e15        # largest magnitude a stored value (or a query's) may have: squared norms stay finite in float32
+
+def _bad_row(block:np.ndarray) -> int:
+    "Index of the first row of `block` holding NaN, infinity or a value beyond `MAX_VALUE`; -1 if none."
+    with np.errstate(invalid='ignore'):
+        if block.size == 0 or (block.max() <= MAX_VALUE and block.min() >= -MAX_VALUE): return -1  # NaN fails both
+        return int(np.argmin((np.abs(block) <= MAX_VALUE).all(axis=1)))
 
 @patch
 def _append(self:VectorStorage,
@@ -127,7 +185,7 @@ def _append(self:VectorStorage,
     metadatas:list,  # n checked metadatas (dicts or None)
     single:bool=False, # name errors for one vector instead of "row i"
 ) -> np.ndarray:
-    "Copy `rows` in after the last row, check them, then commit; returns the new int64 ids."
+    "Copy `rows` in after the last row, check them, then commit and publish; returns the new int64 ids."
     n, start = len(rows), self._n_rows
     self._reserve(start + n)
     dest = self._data[start:start + n]
@@ -136,16 +194,16 @@ def _append(self:VectorStorage,
         for i in range(0, n, step):
             block = dest[i:i + step]
             block[...] = rows[i:i + step]
-            if not np.isfinite(block).all():
-                bad = i + int(np.argmin(np.isfinite(block).all(axis=1)))
-                what = "vector" if single else f"row {bad}"
-                raise ValueError(f"{what} contains NaN or infinite values (after conversion to float32)")
+            if (bad := _bad_row(block)) >= 0:
+                what = "vector" if single else f"row {i + bad}"
+                raise ValueError(f"{what} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e} (after conversion to float32)")
     ids = np.arange(self.next_id, self.next_id + n, dtype=np.int64)
     self._reserve_ids(self.next_id + n)
     self._row_ids[start:start + n], self._alive[start:start + n] = ids, True
     self._id_to_row[ids] = np.arange(start, start + n)
     self._metadatas.extend(metadatas)
     self._n_rows, self.next_id = start + n, self.next_id + n
+    self._publish()
     return ids
 
 # %% ../nbs/00_vector_storage.ipynb #c51ef5b2
@@ -156,7 +214,8 @@ def add(self:VectorStorage,
 ) -> int:
     "Store one `vector` with its `metadata`; returns its new id."
     rows = self._as_rows(vector, single=True)
-    return int(self._append(rows, _check_metadatas(None if metadata is None else [metadata], 1, single=True), single=True)[0])
+    metas = _check_metadatas(None if metadata is None else [metadata], 1, single=True)
+    with self.write_lock: return int(self._append(rows, metas, single=True)[0])
 
 @patch
 def add_bulk(self:VectorStorage,
@@ -165,66 +224,117 @@ def add_bulk(self:VectorStorage,
 ) -> np.ndarray:
     "Store all `vectors` in one vectorised step, all or nothing; returns their int64 ids."
     rows = self._as_rows(vectors)
-    return self._append(rows, _check_metadatas(metadatas, len(rows)))
+    metas = _check_metadatas(metadatas, len(rows))
+    with self.write_lock: return self._append(rows, metas)
 
 # %% ../nbs/00_vector_storage.ipynb #27c8ff90
-@patch
-def get(self:VectorStorage, id:int):
-    "The `(vector, metadata)` stored under `id`."
-    if id not in self: raise KeyError(f"no vector with id {id!r}")
-    row = self._id_to_row[id]
-    meta = self._metadatas[row]
-    return self._data[row].copy(), ({} if meta is None else meta)
+def _as_id(id):
+    "`id` as a Python int, or None if it is not an integer (bools are not ids)."
+    if isinstance(id, (bool, np.bool_)): return None
+    try: return operator.index(id)
+    except TypeError: return None
+
+def _json_copy(v):
+    "A deep copy of a JSON value (dicts, lists, scalars), much faster than `copy.deepcopy`."
+    if isinstance(v, dict): return {k: _json_copy(x) for k, x in v.items()}
+    if isinstance(v, list): return [_json_copy(x) for x in v]
+    return v
 
 @patch
-def _readonly(self:VectorStorage, a:np.ndarray) -> np.ndarray:
-    "The live part of row-aligned array `a`: a read-only view, or a compacted copy when rows are dead."
-    a = a[:self._n_rows]
-    if self._n_dead: return a[self._alive[:self._n_rows]]
-    a = a.view(); a.flags.writeable = False
-    return a
+def row_of(self:StorageView, id) -> int:
+    "The row holding live vector `id`, or -1 (unknown, deleted, or not an integer)."
+    i = _as_id(id)
+    if i is None or not 0 <= i < self.next_id: return -1
+    r = int(self._id_to_row[i])
+    return r if r >= 0 and self.alive[r] else -1
+
+@patch
+def __contains__(self:StorageView, id): return self.row_of(id) >= 0
+
+@patch
+def metadata(self:StorageView, row:int) -> dict:
+    "A copy of the metadata of `row` (`{}` when it has none)."
+    m = self._metas.items[row]
+    return {} if m is None else _json_copy(m)
+
+@patch
+def get(self:StorageView, id):
+    "Copies of the `(vector, metadata)` stored under `id`."
+    r = self.row_of(id)
+    if r >= 0: return self.matrix[r].copy(), self.metadata(r)
+    if _as_id(id) is None: raise TypeError(f"id must be an integer, got {type(id).__name__} {id!r}")
+    raise KeyError(f"no vector with id {id!r}")
+
+# %% ../nbs/00_vector_storage.ipynb #fcffd551
+@patch(as_prop=True)
+def vectors(self:StorageView) -> np.ndarray:
+    "Live vectors, (n, dimension) float32, C-contiguous, in row order."
+    return self.matrix[self.alive] if self.n_dead else self.matrix
+
+@patch(as_prop=True)
+def ids(self:StorageView) -> np.ndarray:
+    "Ids of the live vectors (int64), aligned with `vectors`."
+    return self.row_ids[self.alive] if self.n_dead else self.row_ids
+
+@patch
+def get_all(self:StorageView) -> L:
+    "Every `(id, vector, metadata)`, in id order."
+    rows = np.flatnonzero(self.alive)
+    rows = rows[np.argsort(self.row_ids[rows])]
+    return L((int(i), self.matrix[r].copy(), self.metadata(r)) for i, r in zip(self.row_ids[rows].tolist(), rows.tolist()))
+
+@patch
+def get(self:VectorStorage, id):
+    "Copies of the `(vector, metadata)` stored under `id`."
+    return self._view.get(id)
 
 @patch(as_prop=True)
 def vectors(self:VectorStorage) -> np.ndarray:
     "Live vectors, (n, dimension) float32, C-contiguous, in row order."
-    return self._readonly(self._data)
+    return self._view.vectors
 
 @patch(as_prop=True)
 def ids(self:VectorStorage) -> np.ndarray:
     "Ids of the live vectors (int64), aligned with `vectors`."
-    return self._readonly(self._row_ids)
+    return self._view.ids
 
 @patch
 def get_all(self:VectorStorage) -> L:
     "Every `(id, vector, metadata)`, in id order."
-    ids = np.flatnonzero(self._id_to_row[:self.next_id] >= 0)
-    rows = self._id_to_row[ids]
-    metas = self._metadatas
-    return L((int(i), v, {} if metas[r] is None else metas[r]) for i, r, v in zip(ids, rows.tolist(), self._data[rows]))
+    return self._view.get_all()
 
 # %% ../nbs/00_vector_storage.ipynb #6b6fa308
 @patch
-def delete(self:VectorStorage, id:int) -> bool:
+def delete(self:VectorStorage, id) -> bool:
     "Mark vector `id` deleted (a tombstone); False if there is no such id."
-    if id not in self: return False
-    row = self._id_to_row[id]
-    self._alive[row], self._id_to_row[id] = False, -1
-    self._n_dead += 1
-    if 2 * self._n_dead > self._n_rows: self.compact()
-    return True
+    with self.write_lock:
+        row = self._view.row_of(id)
+        if row < 0: return False
+        alive = self._alive.copy()  # copy-on-write: published views keep the mask they were given
+        alive[row] = False
+        self._alive, self._n_dead = alive, self._n_dead + 1
+        if 2 * self._n_dead > self._n_rows: self.compact()
+        else: self._publish()
+        return True
 
 @patch
-def rows_of(self:VectorStorage, ids) -> np.ndarray:
-    "Row numbers (int64) of `ids`; KeyError naming the first unknown id."
+def rows_of(self:StorageView, ids) -> np.ndarray:
+    "Row numbers (int64) of the live vectors `ids`; KeyError naming the first unknown id."
     ids = np.asarray(ids)
     if ids.size == 0: return np.empty(ids.shape, np.int64)
     if ids.dtype.kind not in 'iu': raise TypeError(f"ids must be integers, got {ids.dtype}")
     known = (ids >= 0) & (ids < self.next_id)
     rows = np.full(ids.shape, -1, np.int64)
     rows[known] = self._id_to_row[ids[known]]
-    missing = rows < 0
-    if missing.any(): raise KeyError(f"no vector with id {int(ids[missing][0])}")
+    found = rows >= 0
+    found[found] = self.alive[rows[found]]
+    if not found.all(): raise KeyError(f"no vector with id {int(ids[~found][0])}")
     return rows
+
+@patch
+def rows_of(self:VectorStorage, ids) -> np.ndarray:
+    "Row numbers (int64) of the live vectors `ids`; KeyError naming the first unknown id."
+    return self._view.rows_of(ids)
 
 # %% ../nbs/00_vector_storage.ipynb #08ee97ea
 @patch
@@ -232,33 +342,70 @@ def permute(self:VectorStorage,
     order, # row numbers: every live row once; dead rows left out are dropped
 ):
     "Reorder the rows so that new row `i` is old row `order[i]`."
-    n = self._n_rows
-    order = np.asarray(order)
-    if order.ndim != 1 or (order.size and order.dtype.kind not in 'iu'): raise TypeError("order must be a 1-D array of row numbers")
-    order = order.astype(np.int64, copy=False)
-    if order.size and (order.min() < 0 or order.max() >= n): raise IndexError(f"order holds rows outside 0..{n - 1}")
-    counts = np.bincount(order, minlength=n)
-    if (counts > 1).any(): raise ValueError(f"row {int(np.argmax(counts > 1))} appears more than once in order")
-    missing = self._alive[:n] & (counts == 0)
-    if missing.any(): raise ValueError(f"live row {int(np.argmax(missing))} is missing from order")
-    order = order[self._alive[order]]
-    m = len(order)
-    cap = max(m, len(self._data)) if self._data.flags.writeable else m
-    data = np.empty((cap, self.dimension), np.float32)
-    np.take(self._data[:n], order, axis=0, out=data[:m], mode='clip')
-    row_ids = np.empty(cap, np.int64); row_ids[:m] = self._row_ids[order]
-    alive = np.zeros(cap, bool); alive[:m] = True
-    metas = self._metadatas
-    self._metadatas = [metas[r] for r in order.tolist()]
-    self._data, self._row_ids, self._alive = data, row_ids, alive
-    self._id_to_row[row_ids[:m]] = np.arange(m)
-    self._n_rows, self._n_dead = m, 0
-    self.layout_version += 1
+    with self.write_lock:
+        n = self._n_rows
+        order = np.asarray(order)
+        if order.ndim != 1 or (order.size and order.dtype.kind not in 'iu'): raise TypeError("order must be a 1-D array of row numbers")
+        order = order.astype(np.int64, copy=False)
+        if order.size and (order.min() < 0 or order.max() >= n): raise IndexError(f"order holds rows outside 0..{n - 1}")
+        counts = np.bincount(order, minlength=n)
+        if (counts > 1).any(): raise ValueError(f"row {int(np.argmax(counts > 1))} appears more than once in order")
+        missing = self._alive[:n] & (counts == 0)
+        if missing.any(): raise ValueError(f"live row {int(np.argmax(missing))} is missing from order")
+        order = order[self._alive[order]]
+        m = len(order)
+        cap = max(m, len(self._data)) if self._data.flags.writeable else m
+        data = np.empty((cap, self.dimension), np.float32)  # new arrays: readers keep the old ones
+        np.take(self._data[:n], order, axis=0, out=data[:m], mode='clip')
+        row_ids = np.empty(cap, np.int64); row_ids[:m] = self._row_ids[order]
+        alive = np.zeros(cap, bool); alive[:m] = True
+        id_to_row = np.full(len(self._id_to_row), -1, np.int64); id_to_row[row_ids[:m]] = np.arange(m)
+        metas = self._metadatas
+        self._metas = _Metadatas([metas[r] for r in order.tolist()])
+        self._data, self._row_ids, self._alive, self._id_to_row = data, row_ids, alive, id_to_row
+        self._n_rows, self._n_dead = m, 0
+        self.layout_version += 1
+        self._publish()
 
 @patch
 def compact(self:VectorStorage):
     "Drop the dead rows, keeping the live ones in order; a no-op when none are dead."
-    if self._n_dead: self.permute(np.flatnonzero(self._alive[:self._n_rows]))
+    with self.write_lock:
+        if self._n_dead: self.permute(np.flatnonzero(self._alive[:self._n_rows]))
+
+# %% ../nbs/00_vector_storage.ipynb #14740aa2
+_missing = object()
+
+def _matches(value, allowed:list) -> bool:
+    "`value` equals one of `allowed`, where a bool matches only a bool (JSON keeps `true` and `1` apart)."
+    is_bool = isinstance(value, bool)
+    return any(value == a and is_bool == isinstance(a, bool) for a in allowed)
+
+@patch
+def where_mask(self:StorageView,
+    where, # dict of field -> value (or list of values: any of them), all fields must match; or callable(metadata) -> bool
+) -> np.ndarray:
+    "Bool per row: the row is live and its metadata passes `where` (a callable is given a copy)."
+    metas = self._metas.items[:self.n_rows]
+    if callable(where): ok = np.fromiter((bool(where({} if m is None else _json_copy(m))) for m in metas), bool, len(metas))
+    elif isinstance(where, dict):
+        ok = np.ones(len(metas), bool)
+        for field, want in where.items():
+            allowed = list(want) if isinstance(want, (list, tuple, set)) else [want]
+            ok &= np.fromiter((_matches((m or {}).get(field, _missing), allowed) for m in metas), bool, len(metas))
+    else: raise TypeError(f"where must be a dict of field -> value or a callable taking a metadata dict, got {type(where).__name__}")
+    return ok & self.alive
+
+@patch
+def watch(self:VectorStorage,
+    on_change,        # bound method called as `on_change(view)` after every change, under `write_lock`
+    on_replaced=None, # bound method called when a newer watcher takes over
+):
+    "Make `on_change` the storage's one watcher (held weakly: a watcher that is garbage collected stops watching)."
+    with self.write_lock:
+        old, self._watcher = self._watcher, (weakref.WeakMethod(on_change), on_replaced and weakref.WeakMethod(on_replaced))
+        previous = old and old[0]() is not None and old[1] and old[1]()
+        if previous and old[0]() != on_change: previous()
 
 # %% ../nbs/00_vector_storage.ipynb #6181e347
 def _fsync_dir(path:Path):
@@ -268,6 +415,10 @@ def _fsync_dir(path:Path):
     try: os.fsync(fd)
     except OSError: pass
     finally: os.close(fd)
+
+def _disk_full(e:OSError) -> bool:
+    "Whether `e` means the disk is full: ENOSPC or EDQUOT, or numpy's short-write message that carries no errno."
+    return e.errno in (errno.ENOSPC, errno.EDQUOT) or (e.errno is None and "requested and" in str(e))
 
 def _atomic_write(path:Path,  # the file to replace
                   write,      # called with a binary file object; writes the whole new content
@@ -281,8 +432,11 @@ def _atomic_write(path:Path,  # the file to replace
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        if isinstance(e, OSError) and _disk_full(e):
+            free = shutil.disk_usage(path.parent).free
+            raise OSError(errno.ENOSPC, f"the disk holding {path.parent} is full ({free:,} bytes free), so {path.name} was left unchanged") from None
         raise
     _fsync_dir(path.parent)
 
@@ -298,9 +452,18 @@ def _try_lock(f) -> bool:
     except OSError: return False
     return True
 
+def _store_path(path) -> Path:
+    "`path` checked as a file to write, with its directory resolved: every spelling of one file gives one path (and one lock)."
+    if not str(path).strip(): raise ValueError("the path is empty: give the file to save the store to")
+    path = Path(path)
+    if path.is_dir(): raise ValueError(f"{path} is a directory: give a file path to save the store to")
+    parent = path.parent.resolve()
+    if not parent.is_dir(): raise FileNotFoundError(f"cannot save to {path}: its directory {parent} does not exist")
+    return parent / path.name
+
 @patch
 def _acquire_lock(self:VectorStorage,
-    path:Path, # the store file this storage is about to write
+    path:Path, # the store file this storage is about to write, as `_store_path` spells it
 ):
     "Become the single writer of `path`, or raise `StoreLockedError`."
     lock_path = path.with_name(path.name + ".lock")
@@ -330,9 +493,6 @@ def __exit__(self:VectorStorage, *exc): self.close()
 MAGIC, FORMAT_VERSION = b"MINIVEC\0", 1
 _PREFIX = struct.Struct("<8sIII")  # magic, format version, header length, header CRC-32
 _ALIGN = 64
-
-class CorruptStoreError(ValueError):
-    "A store file that is truncated, damaged or not a minivecdb store."
 
 def _aligned(n:int) -> int: return -(-n // _ALIGN) * _ALIGN
 
@@ -365,7 +525,7 @@ def _pad(f, offset:int):
 @patch
 def _write_binary(self:VectorStorage, f, extras:dict, meta_bytes:bytes):
     "Write the binary format to the open file `f`."
-    n, d = len(self), self.dimension
+    n, d, ids = len(self), self.dimension, self._view.ids
     sections, end = {}, 0
     def place(name, nbytes):
         nonlocal end
@@ -375,21 +535,17 @@ def _write_binary(self:VectorStorage, f, extras:dict, meta_bytes:bytes):
     meta = None if meta_bytes is None else dict(offset=place("metadata", len(meta_bytes)), nbytes=len(meta_bytes), crc32=zlib.crc32(meta_bytes))
     arrays = {k: v if v.flags.c_contiguous else v.copy(order="C") for k, v in extras.items() if isinstance(v, np.ndarray)}
     ext = {k: dict(value=v) for k, v in extras.items() if k not in arrays}
-    for k, a in arrays.items(): ext[k] = dict(dtype=a.dtype.str, shape=list(a.shape), offset=place(f"extra {k}", a.nbytes))
+    for k, a in arrays.items(): ext[k] = dict(dtype=a.dtype.str, shape=list(a.shape), offset=place(f"extra {k}", a.nbytes), crc32=zlib.crc32(a))
     header = json.dumps(dict(dimension=d, next_id=self.next_id, n_rows=n, vectors=sections["vectors"], ids=sections["ids"],
-                             metadata=meta, extras=ext, end=end)).encode()
+                             ids_crc32=zlib.crc32(ids), metadata=meta, extras=ext, end=end)).encode()
     base = _aligned(_PREFIX.size + len(header))
     f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), zlib.crc32(header)) + header)
-    def rows(a):
-        a = a[:self._n_rows]
-        if not self._n_dead: return [a]
-        live = np.flatnonzero(self._alive[:self._n_rows])
-        step = max(1, (16 << 20) // max(1, a[:1].nbytes))
-        return (a[live[i:i + step]] for i in range(0, len(live), step))
     _pad(f, base + sections["vectors"])
-    for block in rows(self._data): _write_array(f, block)
-    _pad(f, base + sections["ids"])
-    for block in rows(self._row_ids): _write_array(f, block)
+    if not self._n_dead: _write_array(f, self._data[:self._n_rows])
+    else:
+        live, step = np.flatnonzero(self._alive[:self._n_rows]), max(1, (16 << 20) // (4 * d))
+        for i in range(0, len(live), step): _write_array(f, self._data[live[i:i + step]])
+    _pad(f, base + sections["ids"]); _write_array(f, ids)
     if meta is not None: _pad(f, base + meta["offset"]); f.write(meta_bytes)
     for k, a in arrays.items(): _pad(f, base + ext[k]["offset"]); _write_array(f, a)
     _pad(f, base + end)
@@ -398,7 +554,7 @@ def _write_binary(self:VectorStorage, f, extras:dict, meta_bytes:bytes):
 @patch
 def _metadata_bytes(self:VectorStorage):
     "The live rows' metadata as one JSON list (bytes), or None when no row has metadata."
-    if self._meta_list is None and not self._n_dead: return bytes(self._meta_raw)
+    if not self._n_dead and (raw := self._metas.raw_bytes()) is not None: return raw
     metas = self._metadatas[:self._n_rows]
     if self._n_dead: metas = [m for m, a in zip(metas, self._alive[:self._n_rows].tolist()) if a]
     if metas.count(None) == len(metas): return None
@@ -411,12 +567,12 @@ def save(self:VectorStorage,
     extras:dict=None,  # name -> numpy array or JSON value, stored in the same atomic file
 ):
     "Atomically write the storage (and `extras`) to `path`."
-    path = Path(path)
-    extras = _check_extras(extras)
-    if path.suffix.lower() == ".json": write = partial(self._write_json, extras=extras)
-    else: write = partial(self._write_binary, extras=extras, meta_bytes=self._metadata_bytes())
-    self._acquire_lock(path)
-    _atomic_write(path, write)
+    path, extras = _store_path(path), _check_extras(extras)
+    with self.write_lock:
+        if path.suffix.lower() == ".json": write = partial(self._write_json, extras=extras)
+        else: write = partial(self._write_binary, extras=extras, meta_bytes=self._metadata_bytes())
+        self._acquire_lock(path)
+        _atomic_write(path, write)
 
 # %% ../nbs/00_vector_storage.ipynb #0946c01c
 def _read_exact(f, a:np.ndarray, path):
@@ -443,34 +599,55 @@ def _read_header(f, path):
     return header, base
 
 # %% ../nbs/00_vector_storage.ipynb #6d5af7b2
+def _physical_memory() -> int:
+    "Bytes of RAM on this machine (0 where the OS does not say)."
+    try: return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError): return 0
+
+def _id_table(next_id:int, path) -> np.ndarray:
+    "An id -> row table for ids below `next_id` (-1 everywhere), refusing sizes no real store can have."
+    if isinstance(next_id, (bool, np.bool_)) or not isinstance(next_id, (int, np.integer)) or next_id < 0:
+        raise CorruptStoreError(f"{path}: next_id must be a non-negative integer, got {next_id!r}")
+    need, ram = 8 * max(int(next_id), 1), _physical_memory()
+    if ram and need > ram // 2:
+        raise CorruptStoreError(f"{path}: next_id {next_id:,} would need a {need / 2**30:,.1f} GiB id table, more than half "
+                                "of this machine's memory; the file is damaged or was not written by minivecdb")
+    return np.full(max(int(next_id), 1), -1, np.int64)
+
+def _check_values(data:np.ndarray, ids:np.ndarray, path):
+    "CorruptStoreError naming the first row of `data` that holds NaN, infinity or a value beyond `MAX_VALUE`."
+    step = max(1, (16 << 20) // max(1, 4 * data.shape[1]))
+    for i in range(0, len(data), step):
+        if (bad := _bad_row(data[i:i + step])) >= 0:
+            raise CorruptStoreError(f"{path} is corrupt: the vector of id {int(ids[i + bad])} holds NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
+
 @patch(cls_method=True)
 def _from_rows(cls:VectorStorage,
     dimension:int, next_id:int, # as saved
     data:np.ndarray,            # (n, dimension) float32 rows
     ids:np.ndarray,             # (n,) int64 id of each row
+    metas:_Metadatas,           # their metadata
     path,                       # the file they came from, for error messages
 ):
     "A storage holding `data` under `ids` in this row order, after checking the ids."
-    s = cls(dimension)
+    s = cls(_check_dimension(dimension, f"{path}: dimension"))
     n = len(ids)
+    id_to_row = _id_table(next_id, path)
     if n and (ids.min() < 0 or ids.max() >= next_id): raise CorruptStoreError(f"{path} holds ids outside 0..next_id-1 ({next_id - 1})")
+    id_to_row[ids] = rows = np.arange(n)
+    if n and not np.array_equal(id_to_row[ids], rows): raise CorruptStoreError(f"{path} holds duplicate ids")
     s.next_id, s._data, s._row_ids, s._alive, s._n_rows = int(next_id), data, ids, np.ones(n, bool), n
-    s._id_to_row, rows = np.full(max(next_id, 1), -1, np.int64), np.arange(n)
-    s._id_to_row[ids] = rows
-    if n and not np.array_equal(s._id_to_row[ids], rows): raise CorruptStoreError(f"{path} holds duplicate ids")
+    s._id_to_row, s._metas = id_to_row, metas
+    s._publish()
     return s
 
-@patch
-def _parse_metadatas(self:VectorStorage) -> list:
-    "Parse the metadata JSON kept by `load`."
-    metas = json.loads(bytes(self._meta_raw))
-    if not isinstance(metas, list) or len(metas) != self._n_rows: raise CorruptStoreError("metadata does not match the rows")
-    self._meta_raw = None
-    return metas
-
 # %% ../nbs/00_vector_storage.ipynb #02af7eaf
+def _check_crc(a, expected, what, path):
+    "CorruptStoreError unless the CRC-32 of `a` is `expected` (files without one, from older versions, pass)."
+    if expected is not None and zlib.crc32(a) != expected: raise CorruptStoreError(f"{path} is corrupt ({what} checksum mismatch)")
+
 @patch(cls_method=True)
-def _read_binary(cls:VectorStorage, path:Path, mmap:bool) -> VectorStorage:
+def _read_binary(cls:VectorStorage, path:Path, mmap:bool, verify:bool=True) -> VectorStorage:
     "Open a binary store file."
     with open(path, "rb") as f:
         header, base = _read_header(f, path)
@@ -481,47 +658,64 @@ def _read_binary(cls:VectorStorage, path:Path, mmap:bool) -> VectorStorage:
             if buf is not None: return np.frombuffer(buf, dtype, count, base + offset).reshape(shape)
             f.seek(base + offset)
             return _read_exact(f, np.empty(shape, dtype), path)
-        n, d = header["n_rows"], header["dimension"]
-        s = cls._from_rows(d, header["next_id"], section(header["vectors"], np.float32, (n, d)),
-                           section(header["ids"], np.int64, (n,)), path)
-        meta = header["metadata"]
-        if meta is None: s._metadatas = [None] * n
+        try: n, d, vectors_at, ids_at, meta, extras = (header[k] for k in ("n_rows", "dimension", "vectors", "ids", "metadata", "extras"))
+        except KeyError as e: raise CorruptStoreError(f"{path} has a header without {e}") from None
+        ids = section(ids_at, np.int64, (n,))
+        _check_crc(ids, header.get("ids_crc32"), "ids", path)
+        data = section(vectors_at, np.float32, (n, d))
+        if verify: _check_values(data, ids, path)
+        if meta is None: metas = _Metadatas([None] * n)
         else:
             raw = section(meta["offset"], np.uint8, (meta["nbytes"],))
-            if zlib.crc32(raw) != meta["crc32"]: raise CorruptStoreError(f"{path} is corrupt (metadata checksum mismatch)")
-            s._meta_list, s._meta_raw = None, raw
-        s.extras = {k: e["value"] if "value" in e else section(e["offset"], np.dtype(e["dtype"]), tuple(e["shape"]))
-                    for k, e in header["extras"].items()}
+            _check_crc(raw, meta["crc32"], "metadata", path)
+            metas = _Metadatas(None, raw, n)
+        s = cls._from_rows(d, header["next_id"], data, ids, metas, path)
+        s.extras = {}
+        for k, e in extras.items():
+            if "value" in e: s.extras[k] = e["value"]; continue
+            s.extras[k] = section(e["offset"], np.dtype(e["dtype"]), tuple(e["shape"]))
+            _check_crc(s.extras[k], e.get("crc32"), f"extras[{k!r}]", path)
     return s
 
 @patch(cls_method=True)
 def load(cls:VectorStorage,
     path,             # a file written by `save` (or a tutorial-format `.json`)
     mmap:bool=False,  # binary store only: memory-map the vectors read-only instead of reading them
+    verify:bool=True, # check every stored float (finite, within `MAX_VALUE`): one pass over the matrix
 ) -> VectorStorage:
     "Open the storage saved at `path`; its `extras` are in `.extras`."
     path = Path(path)
     if path.suffix.lower() == ".json":
         if mmap: raise ValueError("mmap=True needs the binary format; JSON files are always read into memory")
         return cls._read_json(path)
-    return cls._read_binary(path, mmap)
+    return cls._read_binary(path, mmap, verify)
 
 # %% ../nbs/00_vector_storage.ipynb #e9d11148
 @patch
 def _write_json(self:VectorStorage, f, extras:dict):
     "Write the tutorial's JSON format to the open file `f`."
-    ids = np.flatnonzero(self._id_to_row[:self.next_id] >= 0)
-    rows = self._id_to_row[ids]
-    metas = self._metadatas
+    v = self._view
+    rows = np.flatnonzero(v.alive)
+    rows = rows[np.argsort(v.row_ids[rows])]
+    ids, metas = v.row_ids[rows].tolist(), self._metadatas
     doc = dict(dimension=self.dimension, next_id=self.next_id,
-               vectors={str(i): v for i, v in zip(ids.tolist(), self._data[rows].tolist())},
-               metadatas={str(i): metas[r] or {} for i, r in zip(ids.tolist(), rows.tolist())})
+               vectors={str(i): x for i, x in zip(ids, v.matrix[rows].tolist())},
+               metadatas={str(i): metas[r] or {} for i, r in zip(ids, rows.tolist())})
     if extras:
-        doc["extras"] = {k: dict(dtype=v.dtype.str, shape=list(v.shape), data=v.reshape(-1).tolist()) if isinstance(v, np.ndarray)
-                         else dict(value=v) for k, v in extras.items()}
+        doc["extras"] = {k: dict(dtype=x.dtype.str, shape=list(x.shape), data=x.reshape(-1).tolist()) if isinstance(x, np.ndarray)
+                         else dict(value=x) for k, x in extras.items()}
     f.write(json.dumps(doc, allow_nan=False).encode())
 
 # %% ../nbs/00_vector_storage.ipynb #ac161afd
+def _json_extras(extras, path) -> dict:
+    "The `extras` of a JSON store: name -> {'value': v} or {'dtype', 'shape', 'data'}, as values and arrays."
+    if not isinstance(extras, dict): raise CorruptStoreError(f"{path}: 'extras' must be an object of name -> entry, got {type(extras).__name__}")
+    out = {}
+    for k, e in extras.items():
+        try: out[k] = e["value"] if "value" in e else np.array(e["data"], np.dtype(e["dtype"])).reshape(e["shape"])
+        except (TypeError, ValueError, KeyError): raise CorruptStoreError(f"{path}: extras[{k!r}] must be {{'value': ...}} or {{'dtype', 'shape', 'data'}}") from None
+    return out
+
 @patch(cls_method=True)
 def _read_json(cls:VectorStorage, path:Path) -> VectorStorage:
     "Open a storage in the tutorial's JSON format, checking it against its own `dimension`."
@@ -529,25 +723,23 @@ def _read_json(cls:VectorStorage, path:Path) -> VectorStorage:
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CorruptStoreError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(doc, dict) or "dimension" not in doc or not isinstance(doc.get("vectors"), dict):
         raise CorruptStoreError(f"{path} lacks the 'dimension' and 'vectors' of a storage file")
-    d, vectors, metadatas = doc["dimension"], doc["vectors"], doc.get("metadatas") or {}
+    d, vectors, metadatas = _check_dimension(doc["dimension"], f"{path}: dimension"), doc["vectors"], doc.get("metadatas") or {}
     try: keys = sorted(vectors, key=int)
     except ValueError: raise CorruptStoreError(f"{path} has a vector id that is not an integer") from None
     for k in keys:
         v = vectors[k]
         if not isinstance(v, list) or len(v) != d:
-            raise ValueError(f"{path}: vector {k} has dimension {len(v) if isinstance(v, list) else '?'}, file says dimension {d}")
+            raise CorruptStoreError(f"{path}: vector {k} has dimension {len(v) if isinstance(v, list) else '?'}, file says dimension {d}")
     ids = np.array([int(k) for k in keys], np.int64)
     next_id = doc.get("next_id", int(ids.max()) + 1 if len(ids) else 0)
-    try: data = np.array([vectors[k] for k in keys], np.float32).reshape(len(keys), d)
-    except (TypeError, ValueError) as e: raise ValueError(f"{path}: vectors must hold numbers ({e})") from None
-    finite = np.isfinite(data).all(axis=1)
-    if not finite.all(): raise ValueError(f"{path}: vector {keys[int(np.argmin(finite))]} contains NaN or infinite values")
-    if not isinstance(metadatas, dict): raise ValueError(f"{path}: 'metadatas' must map ids to dicts")
+    data = np.array([vectors[k] for k in keys] or np.empty((0, d)))
+    if data.dtype.kind not in 'iuf': raise CorruptStoreError(f"{path}: vectors must hold numbers, got {data.dtype} values")
+    data = np.ascontiguousarray(data.reshape(len(keys), d), np.float32)
+    _check_values(data, ids, path)
+    if not isinstance(metadatas, dict): raise CorruptStoreError(f"{path}: 'metadatas' must map ids to dicts")
     for k, m in metadatas.items():
-        if k not in vectors: raise ValueError(f"{path}: metadata for id {k} which has no vector")
-        if m is not None and not isinstance(m, dict): raise ValueError(f"{path}: metadata of id {k} is not a dict")
-    s = cls._from_rows(d, next_id, data, ids, path)
-    s._metadatas = _check_metadatas([metadatas.get(k) for k in keys], len(keys))
-    s.extras = {k: np.array(e["data"], np.dtype(e["dtype"])).reshape(e["shape"]) if "dtype" in e else e["value"]
-                for k, e in doc.get("extras", {}).items()}
+        if k not in vectors: raise CorruptStoreError(f"{path}: metadata for id {k} which has no vector")
+        if m is not None and not isinstance(m, dict): raise CorruptStoreError(f"{path}: metadata of id {k} is not a dict")
+    s = cls._from_rows(d, next_id, data, ids, _Metadatas(_check_metadatas([metadatas.get(k) for k in keys], len(keys))), path)
+    s.extras = _json_extras(doc.get("extras", {}), path)
     return s

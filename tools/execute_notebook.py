@@ -3,7 +3,7 @@
 Cells whose first lines carry a `tst_flags` flag (`#| slow`) are skipped and keep their stored outputs, unless
 `--flags slow` is given: the default run refreshes every quick cell in a minute or two, and the slow benchmarks are
 re-run only on purpose. Stops at the first failing cell and leaves the file unchanged.
-Usage: python tools/execute_notebook.py nbs/02_ivf_index.ipynb [--flags slow]"""
+Usage: python tools/execute_notebook.py nbs/01_ivf_index.ipynb [--flags slow]"""
 import argparse, re, sys, time
 from pathlib import Path
 import nbformat
