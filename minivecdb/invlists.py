@@ -105,6 +105,7 @@ class InvertedLists:
         if tail_rows is None or not len(tail_rows): tail_rows, tail_offsets = np.zeros(0, np.int64), None
         self.tail_rows, self.tail_offsets = tail_rows, tail_offsets
         self.list_rows = np.diff(self.offsets) + (0 if tail_offsets is None else np.diff(tail_offsets))  # block plus tail
+        self.sizes = self.list_rows.tolist()  # the same as Python ints, for the scans' loops
         if dead_per_list is None: dead_per_list = np.bincount(list_of_row[:view.n_rows][~view.alive], minlength=n_lists)
         self.dead_per_list = dead_per_list
         self.list_live = self.list_rows - dead_per_list
@@ -270,8 +271,8 @@ def grouped_scan(Qm,                 # (nq, d) transformed queries
     has_nearest = (np.add.reduceat(nearest, gs) > 0).tolist() if groups else []
     phase_a = [g for g, f in zip(groups, has_nearest) if f]
     phase_b = [g for g, f in zip(groups, has_nearest) if not f]
-    size = lists.list_rows
-    weight = lambda gr: [(b - a) * (int(size[c]) + 1) for a, b, c in gr]
+    size = lists.sizes
+    weight = lambda gr: [(b - a) * (size[c] + 1) for a, b, c in gr]
     tau = np.full(nq, np.inf, np.float32)
     def scan_a(chunk):  # lists that are some query's nearest: record that query's bound
         out = []
@@ -311,7 +312,7 @@ def scan_one(qm,                  # (d,) one transformed query
             ):
     "`grouped_scan` for one query: ((1, k) rows, (1, k) scores), one score buffer and one partition for all its lists."
     starts, ends, X = lists.starts, lists.ends, lists.view.matrix
-    sizes = [int(lists.list_rows[c]) for c in probe_lists]
+    sizes = [lists.sizes[c] for c in probe_lists]
     total = sum(sizes)
     buf = np.full(total, np.inf, np.float32)
     rowmap = None  # row of each buffer slot, built only when some list is not a plain block

@@ -309,22 +309,23 @@ def _probe_until_k(probes, list_scores, n_allowed, k):
     for i, q in enumerate(short.tolist()): out[q, :need[i]] = order[i, :need[i]]
     return out
 
-def _exact_euclidean(Q, rows, X, block:int=16384):
+def _exact_euclidean(Q, rows, X, block:int=256):
     "Exact distances from each query to its candidate rows (float64 differences), re-sorted nearest first."
-    D = np.full(rows.shape, np.inf, np.float32)
-    qi, j = np.nonzero(rows >= 0)
-    for a in range(0, len(qi), block):
-        q, c = qi[a:a + block], j[a:a + block]
-        diff = X[rows[q, c]].astype(np.float64) - Q[q]
-        D[q, c] = np.sqrt(np.einsum('ij,ij->i', diff, diff))
+    found = rows >= 0
+    D = np.empty(rows.shape, np.float64)
+    for a in range(0, len(rows), block):  # (block, k, d) differences at a time
+        diff = np.subtract(X[np.where(found[a:a + block], rows[a:a + block], 0)], Q[a:a + block, None], dtype=np.float64)
+        D[a:a + block] = np.sqrt(np.einsum('ijk,ijk->ij', diff, diff))
+    D[~found] = np.inf
     o = np.argsort(D, axis=1, kind='stable')
-    return np.take_along_axis(rows, o, 1), np.take_along_axis(D, o, 1)
+    at = np.arange(len(rows))[:, None]
+    return rows[at, o], D[at, o].astype(np.float32)
 
 def _to_distances(lists:InvertedLists, Q, rows, scores):
     "The rows, and the metric's distances to them (float32), nearest first."
     if lists.distance_fn == 'cosine': return rows, (1 + scores).astype(np.float32)
     if lists.distance_fn == 'dot': return rows, scores.astype(np.float32)
-    return _exact_euclidean(Q.astype(np.float64), rows, lists.view.matrix)
+    return _exact_euclidean(Q, rows, lists.view.matrix)
 
 def _check_queries(queries, d:int) -> np.ndarray:
     "Queries as a C-contiguous (nq, d) float32 array, or an error saying what is wrong."
@@ -335,8 +336,8 @@ def _check_queries(queries, d:int) -> np.ndarray:
     if Q.ndim != 2: raise ValueError(f"queries must be one vector ({d},) or a 2-D batch (n, {d}), got shape {np.shape(queries)}")
     if Q.shape[1] != d: raise ValueError(f"query has dimension {Q.shape[1]}, index expects {d}")
     Q = np.ascontiguousarray(Q, np.float32)
-    with np.errstate(invalid='ignore'): bad = ~(np.abs(Q) <= MAX_VALUE).all(axis=1)  # NaN compares False
-    if bad.any(): raise ValueError(f"query {int(np.argmax(bad))} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
+    ok = np.abs(Q) <= MAX_VALUE  # False for NaN too
+    if not ok.all(): raise ValueError(f"query {int(np.argmin(ok.all(axis=1)))} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
     return Q
 
 # %% ../nbs/01_ivf_index.ipynb #66c7e626
