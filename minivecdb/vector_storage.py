@@ -376,10 +376,11 @@ def compact(self:VectorStorage):
 # %% ../nbs/00_vector_storage.ipynb #14740aa2
 _missing = object()
 
-def _matches(value, allowed:list) -> bool:
-    "`value` equals one of `allowed`, where a bool matches only a bool (JSON keeps `true` and `1` apart)."
-    is_bool = isinstance(value, bool)
-    return any(value == a and is_bool == isinstance(a, bool) for a in allowed)
+def _matcher(want):
+    "Test of a metadata value: equal to `want` (or to one of a list of values), a bool matching only a bool (JSON keeps `true` and `1` apart)."
+    allowed = list(want) if isinstance(want, (list, tuple, set)) else [want]
+    bools, others = [a for a in allowed if isinstance(a, bool)], [a for a in allowed if not isinstance(a, bool)]
+    return lambda v: v in bools if isinstance(v, bool) else v in others
 
 @patch
 def where_mask(self:StorageView,
@@ -391,8 +392,8 @@ def where_mask(self:StorageView,
     elif isinstance(where, dict):
         ok = np.ones(len(metas), bool)
         for field, want in where.items():
-            allowed = list(want) if isinstance(want, (list, tuple, set)) else [want]
-            ok &= np.fromiter((_matches((m or {}).get(field, _missing), allowed) for m in metas), bool, len(metas))
+            matches = _matcher(want)
+            ok &= np.fromiter((matches((m or {}).get(field, _missing)) for m in metas), bool, len(metas))
     else: raise TypeError(f"where must be a dict of field -> value or a callable taking a metadata dict, got {type(where).__name__}")
     return ok & self.alive
 
