@@ -2,6 +2,7 @@
 # Everything a change must pass: set up .venv (once), then
 #   1. nbdev_export + nbdev_clean leave the module and notebooks unchanged; README.md is in step with index.ipynb
 #   2. nbdev_test runs every notebook (cells flagged `slow` only with --slow)
+#   2b. the fast cases of the adversarial suite (tools/adversarial.py: odd inputs, corrupt files, concurrency, the CLI)
 #   3. one notebook runs end to end in a real Jupyter kernel from nbs/
 #   4. the site builds (nbdev's _proc/ rendered by smalldocs into _docs/) and passes a headless Chromium check
 #   5. the wheel builds and installs into a clean venv
@@ -29,6 +30,12 @@ ls nbs/*.ipynb | xargs -P 2 -I{} bash -c '
   nb="{}"; s=$(date +%s); out=$(nbdev_test --path "$nb" ${0:+--flags $0} 2>&1); rc=$?
   if [ $rc -eq 0 ]; then echo "PASS: nbdev_test $nb ($(( $(date +%s) - s ))s)"
   else echo "FAIL: nbdev_test $nb ($(( $(date +%s) - s ))s)"; echo "$out" | tail -40; fi' "$flags" | tee -a "$log"
+
+step "2b. adversarial suite: the fast cases of tools/adversarial.py"
+adv=$(python tools/adversarial.py 2>&1); rc=$?
+echo "$adv"
+summary=$(echo "$adv" | tail -n 1)
+if [ $rc -eq 0 ]; then echo "PASS: $summary" | tee -a "$log"; else echo "FAIL: $summary" | tee -a "$log"; fi
 
 step "3. a notebook in a real Jupyter kernel"
 python tools/run_notebook.py 06_headline_search.ipynb 2>&1 | tail -5 | tee -a "$log"

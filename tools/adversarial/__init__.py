@@ -1,0 +1,13 @@
+"""The cases of `tools/adversarial.py`: an adversarial suite for minivecdb, one module per theme.
+
+`core` holds the registry, the five outcomes and the oracles; every other module registers cases with `@case`.
+"""
+CASE_MODULES = ("validation", "numerics", "metadata", "persistence", "locking", "concurrency", "cli", "api")
+
+
+def load_all():
+    "Import every case module (registering its cases) and return the registry."
+    import importlib
+    for m in CASE_MODULES: importlib.import_module(f"{__name__}.{m}")
+    from .core import REGISTRY
+    return REGISTRY
