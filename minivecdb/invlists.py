@@ -15,10 +15,13 @@ __all__ = ['normalise', 'query_transform', 'rank_lists', 'row_terms', 'CoarseQua
            'blas_single_thread', 'grouped_scan', 'scan_one']
 
 # %% ../nbs/02_inverted_lists.ipynb #ce1007b2
-def normalise(X, eps=1e-8):
-    "Rows of `X` scaled to unit length (float32)."
-    X = np.asarray(X, np.float32)
-    return X / (np.linalg.norm(X, axis=1, keepdims=True) + eps)
+def normalise(X):
+    "Rows of `X` scaled to unit length (float32); zero rows stay zero, and tiny or huge rows lose no precision."
+    X = np.atleast_2d(np.asarray(X, np.float32))
+    top = np.abs(X).max(axis=1, keepdims=True)
+    Y = X / np.where(top > 0, top, 1)                   # largest value 1: squares can neither underflow nor overflow
+    norm = np.linalg.norm(Y, axis=1, keepdims=True)
+    return Y / np.where(norm > 0, norm, 1)
 
 def query_transform(Q,               # (nq, d) float32 queries
                     distance_fn,     # 'cosine', 'dot' or 'euclidean'
@@ -46,14 +49,18 @@ def rank_lists(Qm,            # (nq, d) transformed queries
 def row_terms(X,               # (n, d) float32 rows
               distance_fn,     # the index's metric
               shift=None,      # euclidean: the point distances are measured from
+              block:int=65536, # rows converted to float64 at a time
              ):
-    "The per-row term of the scan, ‖x − shift‖² (euclidean) or 1/‖x‖ (cosine), in float32; None for dot."
+    "The per-row term of the scan, ‖x − shift‖² (euclidean) or 1/‖x‖ (cosine; 0 for a zero row), in float32; None for dot."
     if distance_fn == 'dot': return None
-    X64 = np.asarray(X, np.float64)
-    if distance_fn == 'euclidean':
-        if shift is not None: X64 = X64 - shift
-        return np.einsum('ij,ij->i', X64, X64).astype(np.float32)
-    return (1 / (np.sqrt(np.einsum('ij,ij->i', X64, X64)) + 1e-8)).astype(np.float32)
+    out = np.empty(len(X), np.float32)
+    for i in range(0, len(X), block):
+        B = np.asarray(X[i:i + block], np.float64)
+        if distance_fn == 'euclidean' and shift is not None: B = B - shift
+        sq = np.einsum('ij,ij->i', B, B)
+        if distance_fn == 'euclidean': out[i:i + block] = sq
+        else: out[i:i + block] = np.minimum(np.divide(1, np.sqrt(sq), out=np.zeros_like(sq), where=sq > 0), 1e38)
+    return out
 
 # %% ../nbs/02_inverted_lists.ipynb #3f0583ef
 class CoarseQuantizer:

@@ -16,8 +16,9 @@ __all__ = ['func_map', 'vers', 'euclidean', 'neg_dot', 'pairwise_distances', 'ne
 
 # %% ../nbs/01_ivf_index.ipynb #771258ff
 def vers(a, b):
-    "Cosine distance (versine): 1 - cosine similarity; the 1e-8 keeps a zero vector from dividing by zero."
-    return 1 - np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-8)
+    "Cosine distance (versine): 1 - cosine similarity; a zero vector is at distance 1 from everything."
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    return 1 - (np.dot(a, b) / norms if norms > 0 else 0.0)
 
 # %% ../nbs/01_ivf_index.ipynb #d750b3c4
 def euclidean(a, b):
@@ -49,7 +50,7 @@ def pairwise_distances(queries,             # one vector (d,) or a batch (nq, d)
     dots = Q @ X.T
     if distance_fn == 'dot': return -dots
     qn, xn = np.linalg.norm(Q, axis=1)[:, None], np.linalg.norm(X, axis=1)[None]
-    if distance_fn == 'cosine': return 1 - dots / (qn * xn + 1e-8)
+    if distance_fn == 'cosine': norms = qn * xn; return 1 - np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
     return np.sqrt(np.maximum(qn**2 - 2 * dots + xn**2, 0))
 
 # %% ../nbs/01_ivf_index.ipynb #81032f73
@@ -143,7 +144,7 @@ class IVFIndex:
         _check_metric(distance_fn); _check_positive(nprobe, 'nprobe'); _check_seed(seed)
         if n_clusters is not None: _check_positive(n_clusters, 'n_clusters')
         store_attr()
-        self.centroids, self._lists, self._replaced, self._relaying = None, None, False, False
+        self.centroids, self._lists, self._replaced = None, None, False
 
     def __repr__(self):
         lists = self._lists
@@ -188,7 +189,7 @@ def _publish(self:IVFIndex, view:StorageView):
 
 @patch
 def _adopt(self:IVFIndex, view:StorageView, list_of_row:np.ndarray, row_term=None):
-    "Take rows grouped by list (no tail, no dead rows) as the layout, and publish it."
+    "Take rows grouped by list (no tail, no dead rows) as the writer's layout (published with the storage's change)."
     self.offsets = np.concatenate([[0], np.cumsum(np.bincount(list_of_row, minlength=len(self.centroids)))]).astype(np.int64)
     self._list_of_row = np.asarray(list_of_row, np.int32)
     self._row_term = row_terms(view.matrix, self.distance_fn, self._quantizer.shift) if row_term is None else row_term
@@ -196,7 +197,6 @@ def _adopt(self:IVFIndex, view:StorageView, list_of_row:np.ndarray, row_term=Non
     self._tail_rows, self._tail_offsets = np.zeros(0, np.int64), None
     self._dead_per_list = np.zeros(len(self.centroids), np.int64)
     self._layout_version, self._n_rows_seen, self._n_dead_seen = view.layout_version, view.n_rows, view.n_dead
-    self._publish(view)
 
 @patch
 def _relayout(self:IVFIndex, view:StorageView):
@@ -208,10 +208,8 @@ def _relayout(self:IVFIndex, view:StorageView):
     new = lists < 0  # rows this index has not seen yet
     if new.any(): lists[new] = self._assign(view.matrix[rows[new]]); self.list_of_id[ids[new]] = lists[new]
     order = np.argsort(lists, kind='stable')
-    self._relaying = True
-    try: self.storage.permute(rows[order])
-    finally: self._relaying = False
-    self._adopt(self.storage.view(), lists[order])
+    self.storage.permute(rows[order])
+    self._adopt(self.storage.view(), lists[order])  # the writer sees its own permute at once
 
 # %% ../nbs/01_ivf_index.ipynb #2ff3a81a
 @patch
@@ -259,18 +257,18 @@ def _absorb_rows(self:IVFIndex, view:StorageView):
 
 @patch
 def _on_change(self:IVFIndex, view:StorageView):
-    "Keep up with a change to the storage: called by the writer that made it, under the storage's write lock."
-    if self._relaying or self.centroids is None: return
-    if view.layout_version != self._layout_version:  # rows moved: still grouped by list (a compaction), or not
+    "Keep up with a change to the storage, then publish: called by the writer that made it, under the storage's write lock."
+    if self.centroids is None: return
+    if view.layout_version != self._layout_version:  # rows moved behind the index: still grouped by list (a compaction), or not
         self.list_of_id = _grown(self.list_of_id, view.next_id, -1)
         lor = self.list_of_id[view.row_ids]
-        if view.n_dead or (lor < 0).any() or np.any(np.diff(lor) < 0): return self._relayout(view)
-        return self._adopt(view, lor)
+        if view.n_dead or (lor < 0).any() or np.any(np.diff(lor) < 0): return self._relayout(view)  # the storage calls back
+        self._adopt(view, lor)
     if view.n_rows != self._n_rows_seen: self._absorb_rows(view)
     if view.n_dead != self._n_dead_seen:
         self._dead_per_list = np.bincount(self._list_of_row[:view.n_rows][~view.alive], minlength=len(self.centroids))
         self._n_dead_seen = view.n_dead
-    if view.n_dead + len(self._tail_rows) > self.relayout_fraction * view.n_rows: return self._relayout(view)
+    if view.n_dead + len(self._tail_rows) > self.relayout_fraction * view.n_rows: return self._relayout(view)  # calls back
     self._publish(view)
 
 @patch
@@ -358,7 +356,9 @@ def _search(self:IVFIndex, lists:InvertedLists, queries, k, nprobe, where):
         if len(Q) == 1: rows, scores = scan_one(Qm[0], probes[0][probes[0] >= 0].tolist(), lists, k, mask)
         else: rows, scores = grouped_scan(Qm, probes, lists, k, mask, n_threads=n_threads if len(Q) >= 64 else 1)
     rows, dist = _to_distances(lists, Q, rows, scores)
-    return np.where(rows >= 0, lists.view.row_ids[rows], -1), dist
+    ids, found = np.full(rows.shape, -1, np.int64), rows >= 0
+    ids[found] = lists.view.row_ids[rows[found]]
+    return ids, dist
 
 @patch
 def search_batch(self:IVFIndex,
@@ -430,8 +430,11 @@ def load(cls:IVFIndex,
     s = VectorStorage.load(path, mmap=mmap)
     ex = s.extras
     if 'ivf_settings' not in ex: raise ValueError(f"{path} holds a storage but no IVF index: build one with IVFIndex(storage).build()")
-    cfg = ex['ivf_settings']
-    index = cls(s, nprobe=cfg['nprobe'], distance_fn=cfg['distance_fn'], n_clusters=cfg['n_clusters'], seed=cfg['seed'])
+    cfg, keys = ex['ivf_settings'], ('nprobe', 'distance_fn', 'n_clusters', 'seed')
+    if not isinstance(cfg, dict) or not all(k in cfg for k in keys) or not all(isinstance(ex.get(k), np.ndarray) for k in ('ivf_centroids', 'ivf_offsets', 'ivf_list_of_id')):
+        raise CorruptStoreError(f"{path} is corrupt: its index settings or sections are missing or of the wrong type")
+    try: index = cls(s, **{k: cfg[k] for k in keys})
+    except (TypeError, ValueError) as e: raise CorruptStoreError(f"{path} is corrupt: its index settings are invalid ({e})") from None
     view = s.view()
     centroids = np.asarray(ex['ivf_centroids'], np.float32)
     offsets, list_of_id = np.asarray(ex['ivf_offsets'], np.int64), np.asarray(ex['ivf_list_of_id'])
@@ -450,6 +453,7 @@ def load(cls:IVFIndex,
             term = ex.get('ivf_row_cache')
             ok = term is not None and len(term) == view.n_rows and index.distance_fn != 'dot'
             index._adopt(view, lor, np.asarray(term, np.float32) if ok else None)
-        elif str(path).lower().endswith('.json'): index._relayout(view)  # JSON keeps rows in id order: lay them out again
+            index._publish(view)
+        elif str(path).lower().endswith('.json'): index._relayout(view)  # JSON keeps rows in id order: lay them out (published on release)
         else: raise CorruptStoreError(f"{path}: the index's lists do not match the stored rows")
     return index

@@ -10,7 +10,7 @@ import csv, io, json, math, os, tempfile
 from pathlib import Path
 from .vector_storage import VectorStorage
 from .ivf_index import IVFIndex
-from .gen_emb import get_embeddings, get_embedding, default_model, MODEL_ENV_VAR, _as_texts
+from .gen_emb import get_embeddings, get_embedding, default_model, load_model, MODEL_ENV_VAR, _as_texts
 
 # %% ../nbs/05_text.ipynb #4adf9d46
 class InputError(ValueError):
@@ -185,8 +185,14 @@ def build_text_index(texts,            # strings to embed
     if path is not None: path = check_store_path(path)
     texts = _as_texts(texts)
     metadatas = [dict(text=t) for t in texts] if metadatas is None else _check_metadatas(metadatas, len(texts))
-    vectors = get_embeddings(texts, model=model, progress=progress)
-    storage = VectorStorage(vectors.shape[1])
+    m = load_model(model)
+    dim = getattr(m, "get_embedding_dimension", getattr(m, "get_sentence_embedding_dimension", lambda: None))()
+    storage = None if dim is None else VectorStorage(dim)
+    if storage is not None and path is not None:  # claim the store before the long embedding
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage.acquire_lock(path)
+    vectors = get_embeddings(texts, model=m, progress=progress)
+    if storage is None: storage = VectorStorage(vectors.shape[1])
     storage.add_bulk(vectors, metadatas)
     index = IVFIndex(storage, nprobe=nprobe).build()
     if path is not None:

@@ -34,6 +34,8 @@ def _parse_metadatas(raw, n:int) -> list:
     "The metadata list in the JSON bytes `raw`, which must hold one entry per row."
     metas = json.loads(bytes(raw))
     if not isinstance(metas, list) or len(metas) != n: raise CorruptStoreError(f"the metadata holds {len(metas) if isinstance(metas, list) else 'no list of'} entries for {n} rows")
+    bad = next((i for i, m in enumerate(metas) if m is not None and not isinstance(m, dict)), None)
+    if bad is not None: raise CorruptStoreError(f"the metadata of row {bad} is a {type(metas[bad]).__name__}, not an object")
     return metas
 
 class _Metadatas:
@@ -51,6 +53,24 @@ class _Metadatas:
         with self._parse_lock: return None if self._raw is None else bytes(self._raw)
 
 # %% ../nbs/00_vector_storage.ipynb #0b214c88
+class _WriteLock:
+    "A storage's re-entrant writer lock: when its outermost holder lets go, the changes made meanwhile are published together."
+    def __init__(self, storage): self._lock, self._storage, self._depth, self._owner = threading.RLock(), storage, 0, None
+    def __enter__(self):
+        self._lock.acquire()
+        self._depth, self._owner = self._depth + 1, threading.get_ident()
+        return self
+    def __exit__(self, *exc):
+        try:
+            if self._depth == 1: self._storage._publish()
+        finally:
+            self._depth -= 1
+            if not self._depth: self._owner = None
+            self._lock.release()
+    def held(self) -> bool:
+        "Whether the calling thread holds the lock."
+        return self._owner == threading.get_ident()
+
 class VectorStorage:
     "Vectors in one contiguous float32 matrix, with ids and JSON metadata."
     def __init__(self,
@@ -64,13 +84,13 @@ class VectorStorage:
         self._metas = _Metadatas([])
         self._n_rows = self._n_dead = 0
         self._lock = self._watcher = None
-        self.write_lock = threading.RLock()  # every change holds it; hold it yourself to make several changes one step
-        self._publish()
+        self.write_lock = _WriteLock(self)  # every change holds it; hold it yourself to make several changes one step
+        self._dirty, self._view = False, StorageView(self)
 
     @property
     def _metadatas(self) -> list: return self._metas.items
-    def __len__(self): return len(self._view)
-    def __contains__(self, id): return id in self._view
+    def __len__(self): return len(self.view())
+    def __contains__(self, id): return id in self.view()
     def __repr__(self):
         return f"VectorStorage(dimension={self.dimension}, vectors={len(self)}, next_id={self.next_id})"
 
@@ -93,14 +113,17 @@ class StorageView:
 
 @patch
 def _publish(self:VectorStorage):
-    "Let readers see the current rows (a new `StorageView`), then tell the watching index, if any."
-    self._view = StorageView(self)
-    on_change = self._watcher and self._watcher[0]()
-    if on_change is not None: on_change(self._view)
+    "Publish the writer's changes as one new `StorageView`, then let the watching index keep up (repeating if it moved rows)."
+    while self._dirty:
+        self._dirty = False
+        self._view = StorageView(self)
+        on_change = self._watcher and self._watcher[0]()
+        if on_change is not None: on_change(self._view)
 
 @patch
 def view(self:VectorStorage) -> StorageView:
-    "The rows as they are now, as a snapshot that later writes never change."
+    "The rows as they are now, as a snapshot that later writes never change (the writer holding `write_lock` sees its own changes)."
+    if self._dirty and self.write_lock.held(): return StorageView(self)
     return self._view
 
 # %% ../nbs/00_vector_storage.ipynb #795030e7
@@ -123,6 +146,18 @@ def _as_rows(self:VectorStorage,
     return arr
 
 # %% ../nbs/00_vector_storage.ipynb #03e41f65
+def _non_string_key(v):
+    "The first dict key inside JSON-like value `v` that is not a string (JSON would silently turn it into one), else `_NO_KEY`."
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str): return k
+            if isinstance(x, (dict, list, tuple)) and (bad := _non_string_key(x)) is not _NO_KEY: return bad
+    elif isinstance(v, (list, tuple)):
+        for x in v:
+            if isinstance(x, (dict, list, tuple)) and (bad := _non_string_key(x)) is not _NO_KEY: return bad
+    return _NO_KEY
+_NO_KEY = object()
+
 def _check_metadatas(metadatas, # a list of dicts (or None), one per vector
                      n:int,     # number of vectors they belong to
                      single:bool=False): # name errors "metadata" instead of "metadata of row i"
@@ -134,7 +169,9 @@ def _check_metadatas(metadatas, # a list of dicts (or None), one per vector
     if len(metadatas) != n: raise ValueError(f"got {len(metadatas)} metadatas for {n} vectors")
     where = (lambda i: "metadata") if single else (lambda i: f"metadata of row {i}")
     for i, m in enumerate(metadatas):
-        if m is not None and not isinstance(m, dict): raise TypeError(f"{where(i)} must be a dict, got {type(m).__name__}")
+        if m is None: continue
+        if not isinstance(m, dict): raise TypeError(f"{where(i)} must be a dict, got {type(m).__name__}")
+        if (k := _non_string_key(m)) is not _NO_KEY: raise TypeError(f"{where(i)} has the key {k!r} ({type(k).__name__}); keys must be strings")
     if metadatas.count(None) == n: return metadatas
     try: return json.loads(json.dumps(metadatas, allow_nan=False))
     except (TypeError, ValueError):
@@ -185,7 +222,7 @@ def _append(self:VectorStorage,
     metadatas:list,  # n checked metadatas (dicts or None)
     single:bool=False, # name errors for one vector instead of "row i"
 ) -> np.ndarray:
-    "Copy `rows` in after the last row, check them, then commit and publish; returns the new int64 ids."
+    "Copy `rows` in after the last row, check them, then commit (published when the writer lets go); returns the new int64 ids."
     n, start = len(rows), self._n_rows
     self._reserve(start + n)
     dest = self._data[start:start + n]
@@ -203,7 +240,7 @@ def _append(self:VectorStorage,
     self._id_to_row[ids] = np.arange(start, start + n)
     self._metadatas.extend(metadatas)
     self._n_rows, self.next_id = start + n, self.next_id + n
-    self._publish()
+    self._dirty = True
     return ids
 
 # %% ../nbs/00_vector_storage.ipynb #c51ef5b2
@@ -286,35 +323,35 @@ def get_all(self:StorageView) -> L:
 @patch
 def get(self:VectorStorage, id):
     "Copies of the `(vector, metadata)` stored under `id`."
-    return self._view.get(id)
+    return self.view().get(id)
 
 @patch(as_prop=True)
 def vectors(self:VectorStorage) -> np.ndarray:
     "Live vectors, (n, dimension) float32, C-contiguous, in row order."
-    return self._view.vectors
+    return self.view().vectors
 
 @patch(as_prop=True)
 def ids(self:VectorStorage) -> np.ndarray:
     "Ids of the live vectors (int64), aligned with `vectors`."
-    return self._view.ids
+    return self.view().ids
 
 @patch
 def get_all(self:VectorStorage) -> L:
     "Every `(id, vector, metadata)`, in id order."
-    return self._view.get_all()
+    return self.view().get_all()
 
 # %% ../nbs/00_vector_storage.ipynb #6b6fa308
 @patch
 def delete(self:VectorStorage, id) -> bool:
     "Mark vector `id` deleted (a tombstone); False if there is no such id."
     with self.write_lock:
-        row = self._view.row_of(id)
+        row = self.view().row_of(id)
         if row < 0: return False
         alive = self._alive.copy()  # copy-on-write: published views keep the mask they were given
         alive[row] = False
         self._alive, self._n_dead = alive, self._n_dead + 1
+        self._dirty = True
         if 2 * self._n_dead > self._n_rows: self.compact()
-        else: self._publish()
         return True
 
 @patch
@@ -334,7 +371,7 @@ def rows_of(self:StorageView, ids) -> np.ndarray:
 @patch
 def rows_of(self:VectorStorage, ids) -> np.ndarray:
     "Row numbers (int64) of the live vectors `ids`; KeyError naming the first unknown id."
-    return self._view.rows_of(ids)
+    return self.view().rows_of(ids)
 
 # %% ../nbs/00_vector_storage.ipynb #08ee97ea
 @patch
@@ -347,7 +384,7 @@ def permute(self:VectorStorage,
         order = np.asarray(order)
         if order.ndim != 1 or (order.size and order.dtype.kind not in 'iu'): raise TypeError("order must be a 1-D array of row numbers")
         order = order.astype(np.int64, copy=False)
-        if order.size and (order.min() < 0 or order.max() >= n): raise IndexError(f"order holds rows outside 0..{n - 1}")
+        if order.size and (order.min() < 0 or order.max() >= n): raise ValueError(f"order holds rows outside 0..{n - 1}")
         counts = np.bincount(order, minlength=n)
         if (counts > 1).any(): raise ValueError(f"row {int(np.argmax(counts > 1))} appears more than once in order")
         missing = self._alive[:n] & (counts == 0)
@@ -365,7 +402,7 @@ def permute(self:VectorStorage,
         self._data, self._row_ids, self._alive, self._id_to_row = data, row_ids, alive, id_to_row
         self._n_rows, self._n_dead = m, 0
         self.layout_version += 1
-        self._publish()
+        self._dirty = True
 
 @patch
 def compact(self:VectorStorage):
@@ -379,7 +416,8 @@ _missing = object()
 def _matcher(want):
     "Test of a metadata value: equal to `want` (or to one of a list of values), a bool matching only a bool (JSON keeps `true` and `1` apart)."
     allowed = list(want) if isinstance(want, (list, tuple, set)) else [want]
-    bools, others = [a for a in allowed if isinstance(a, bool)], [a for a in allowed if not isinstance(a, bool)]
+    is_bool = lambda a: isinstance(a, (bool, np.bool_))
+    bools, others = [bool(a) for a in allowed if is_bool(a)], [a for a in allowed if not is_bool(a)]
     return lambda v: v in bools if isinstance(v, bool) else v in others
 
 @patch
@@ -454,31 +492,35 @@ def _try_lock(f) -> bool:
     return True
 
 def _store_path(path) -> Path:
-    "`path` checked as a file to write, with its directory resolved: every spelling of one file gives one path (and one lock)."
+    "`path` checked as a file to write, resolved (symlinks followed): every spelling of one file gives one path (and one lock)."
     if not str(path).strip(): raise ValueError("the path is empty: give the file to save the store to")
     path = Path(path)
     if path.is_dir(): raise ValueError(f"{path} is a directory: give a file path to save the store to")
-    parent = path.parent.resolve()
-    if not parent.is_dir(): raise FileNotFoundError(f"cannot save to {path}: its directory {parent} does not exist")
-    return parent / path.name
+    real = path.resolve()
+    if not real.parent.is_dir(): raise FileNotFoundError(f"cannot save to {path}: its directory {real.parent} does not exist")
+    return real
 
 @patch
-def _acquire_lock(self:VectorStorage,
-    path:Path, # the store file this storage is about to write, as `_store_path` spells it
-):
-    "Become the single writer of `path`, or raise `StoreLockedError`."
+def acquire_lock(self:VectorStorage,
+    path, # the store file this storage is going to write
+) -> Path:
+    "Become the single writer of the store at `path` now (`save` does it first); `StoreLockedError` if another writer is."
+    path = _store_path(path)
     lock_path = path.with_name(path.name + ".lock")
-    if self._lock is not None and self._lock.name == str(lock_path): return
+    if self._lock is not None and self._lock.name == str(lock_path): return path
     f = open(lock_path, "a+")
     if not _try_lock(f):
         f.seek(0); holder = f.read().strip() or "?"
         f.close()
-        raise StoreLockedError(f"{path} is being written by another process (pid {holder}); lock file {lock_path}")
+        who = "another VectorStorage of this process" if holder == str(os.getpid()) else "another process"
+        raise StoreLockedError(f"{path} is being written by {who} (pid {holder}): save through that one, or wait until it "
+                               f"closes; lock file {lock_path}")
     f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
     self.close()
     self._lock = f
     for stray in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         with contextlib.suppress(OSError): stray.unlink()
+    return path
 
 @patch
 def close(self:VectorStorage):
@@ -526,7 +568,7 @@ def _pad(f, offset:int):
 @patch
 def _write_binary(self:VectorStorage, f, extras:dict, meta_bytes:bytes):
     "Write the binary format to the open file `f`."
-    n, d, ids = len(self), self.dimension, self._view.ids
+    n, d, ids = len(self), self.dimension, self.view().ids
     sections, end = {}, 0
     def place(name, nbytes):
         nonlocal end
@@ -572,7 +614,7 @@ def save(self:VectorStorage,
     with self.write_lock:
         if path.suffix.lower() == ".json": write = partial(self._write_json, extras=extras)
         else: write = partial(self._write_binary, extras=extras, meta_bytes=self._metadata_bytes())
-        self._acquire_lock(path)
+        self.acquire_lock(path)
         _atomic_write(path, write)
 
 # %% ../nbs/00_vector_storage.ipynb #0946c01c
@@ -585,8 +627,36 @@ def _read_exact(f, a:np.ndarray, path):
         got += k
     return a
 
+def _is_count(v) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+def _check_sections(header:dict, path):
+    "CorruptStoreError naming the first header field with the wrong type, or the first section that lies outside the file."
+    bad = lambda what: CorruptStoreError(f"{path} is corrupt: its header's {what}")
+    for key in ("n_rows", "dimension", "next_id", "vectors", "ids", "end", "metadata", "extras"):
+        if key not in header: raise bad(f"'{key}' is missing")
+    n, d, end = header["n_rows"], header["dimension"], header["end"]
+    for key in ("n_rows", "dimension", "vectors", "ids", "end"):
+        if not _is_count(header[key]): raise bad(f"{key} is {header[key]!r}, expected a non-negative integer")
+    if d == 0: raise bad("dimension is 0, expected a positive integer")
+    spans = {"vectors": (header["vectors"], n * d * 4), "ids": (header["ids"], 8 * n)}
+    meta = header["metadata"]
+    if meta is not None:
+        if not isinstance(meta, dict) or not all(_is_count(meta.get(k)) for k in ("offset", "nbytes", "crc32")):
+            raise bad(f"metadata entry is {meta!r}, expected offset, nbytes and crc32 counts")
+        spans["metadata"] = (meta["offset"], meta["nbytes"])
+    if not isinstance(header["extras"], dict): raise bad(f"extras is {header['extras']!r}, expected an object")
+    for k, e in header["extras"].items():
+        if isinstance(e, dict) and "value" in e: continue
+        try: dtype = np.dtype(e["dtype"]); shape, offset = e["shape"], e["offset"]
+        except (KeyError, TypeError, ValueError): raise bad(f"extras[{k!r}] is {e!r}, expected a value or a dtype, shape and offset") from None
+        if dtype.kind not in "biuf" or not isinstance(shape, list) or not all(map(_is_count, shape)) or not _is_count(offset):
+            raise bad(f"extras[{k!r}] has dtype {e['dtype']!r}, shape {shape!r}, offset {offset!r}; expected a numeric dtype and counts")
+        spans[f"extras[{k!r}]"] = (offset, dtype.itemsize * int(np.prod(shape)))
+    for name, (offset, nbytes) in spans.items():
+        if offset + nbytes > end: raise bad(f"{name} section ({nbytes:,} bytes at offset {offset:,}) lies outside the {end:,} bytes of data")
+
 def _read_header(f, path):
-    "The JSON header and the offset of the first section, checked against magic, version, checksum and size."
+    "The JSON header and the offset of the first section, checked against magic, version, checksum, size and layout."
     prefix = f.read(_PREFIX.size)
     if len(prefix) < _PREFIX.size: raise CorruptStoreError(f"{path} is truncated or not a minivecdb store")
     magic, version, hlen, hcrc = _PREFIX.unpack(prefix)
@@ -595,6 +665,8 @@ def _read_header(f, path):
     raw = f.read(hlen)
     if len(raw) < hlen or zlib.crc32(raw) != hcrc: raise CorruptStoreError(f"{path} is corrupt or truncated (header checksum mismatch)")
     header, base = json.loads(raw), _aligned(_PREFIX.size + hlen)
+    if not isinstance(header, dict): raise CorruptStoreError(f"{path} is corrupt: its header is not a JSON object")
+    _check_sections(header, path)
     size = os.fstat(f.fileno()).st_size
     if size != base + header["end"]: raise CorruptStoreError(f"{path} is truncated or corrupt: header says {base + header['end']} bytes, file has {size}")
     return header, base
@@ -639,7 +711,7 @@ def _from_rows(cls:VectorStorage,
     if n and not np.array_equal(id_to_row[ids], rows): raise CorruptStoreError(f"{path} holds duplicate ids")
     s.next_id, s._data, s._row_ids, s._alive, s._n_rows = int(next_id), data, ids, np.ones(n, bool), n
     s._id_to_row, s._metas = id_to_row, metas
-    s._publish()
+    s._view = StorageView(s)
     return s
 
 # %% ../nbs/00_vector_storage.ipynb #02af7eaf
@@ -659,8 +731,7 @@ def _read_binary(cls:VectorStorage, path:Path, mmap:bool, verify:bool=True) -> V
             if buf is not None: return np.frombuffer(buf, dtype, count, base + offset).reshape(shape)
             f.seek(base + offset)
             return _read_exact(f, np.empty(shape, dtype), path)
-        try: n, d, vectors_at, ids_at, meta, extras = (header[k] for k in ("n_rows", "dimension", "vectors", "ids", "metadata", "extras"))
-        except KeyError as e: raise CorruptStoreError(f"{path} has a header without {e}") from None
+        n, d, vectors_at, ids_at, meta, extras = (header[k] for k in ("n_rows", "dimension", "vectors", "ids", "metadata", "extras"))
         ids = section(ids_at, np.int64, (n,))
         _check_crc(ids, header.get("ids_crc32"), "ids", path)
         data = section(vectors_at, np.float32, (n, d))
@@ -695,7 +766,7 @@ def load(cls:VectorStorage,
 @patch
 def _write_json(self:VectorStorage, f, extras:dict):
     "Write the tutorial's JSON format to the open file `f`."
-    v = self._view
+    v = self.view()
     rows = np.flatnonzero(v.alive)
     rows = rows[np.argsort(v.row_ids[rows])]
     ids, metas = v.row_ids[rows].tolist(), self._metadatas
@@ -713,8 +784,12 @@ def _json_extras(extras, path) -> dict:
     if not isinstance(extras, dict): raise CorruptStoreError(f"{path}: 'extras' must be an object of name -> entry, got {type(extras).__name__}")
     out = {}
     for k, e in extras.items():
-        try: out[k] = e["value"] if "value" in e else np.array(e["data"], np.dtype(e["dtype"])).reshape(e["shape"])
-        except (TypeError, ValueError, KeyError): raise CorruptStoreError(f"{path}: extras[{k!r}] must be {{'value': ...}} or {{'dtype', 'shape', 'data'}}") from None
+        try:
+            if "value" in e: out[k] = e["value"]; continue
+            if np.dtype(e["dtype"]).kind not in "biuf": raise TypeError
+            out[k] = np.array(e["data"], np.dtype(e["dtype"])).reshape(e["shape"])
+        except (TypeError, ValueError, KeyError):
+            raise CorruptStoreError(f"{path}: extras[{k!r}] must be {{'value': ...}} or a numeric {{'dtype', 'shape', 'data'}}") from None
     return out
 
 @patch(cls_method=True)
@@ -733,8 +808,9 @@ def _read_json(cls:VectorStorage, path:Path) -> VectorStorage:
             raise CorruptStoreError(f"{path}: vector {k} has dimension {len(v) if isinstance(v, list) else '?'}, file says dimension {d}")
     ids = np.array([int(k) for k in keys], np.int64)
     next_id = doc.get("next_id", int(ids.max()) + 1 if len(ids) else 0)
-    data = np.array([vectors[k] for k in keys] or np.empty((0, d)))
-    if data.dtype.kind not in 'iuf': raise CorruptStoreError(f"{path}: vectors must hold numbers, got {data.dtype} values")
+    try: data = np.array([vectors[k] for k in keys] or np.empty((0, d)))
+    except ValueError: raise CorruptStoreError(f"{path}: every vector must be a flat list of {d} numbers") from None
+    if data.dtype.kind not in 'iuf' or data.ndim != 2: raise CorruptStoreError(f"{path}: every vector must be a flat list of {d} numbers")
     data = np.ascontiguousarray(data.reshape(len(keys), d), np.float32)
     _check_values(data, ids, path)
     if not isinstance(metadatas, dict): raise CorruptStoreError(f"{path}: 'metadatas' must map ids to dicts")
