@@ -18,6 +18,8 @@ __all__ = ['normalise', 'query_transform', 'rank_lists', 'row_terms', 'CoarseQua
 def normalise(X):
     "Rows of `X` scaled to unit length (float32); zero rows stay zero, and tiny or huge rows lose no precision."
     X = np.atleast_2d(np.asarray(X, np.float32))
+    norm = np.linalg.norm(X, axis=1, keepdims=True)
+    if norm.size and 1e-15 < norm.min() and norm.max() < 1e15: return X / norm  # the usual case: one pass
     top = np.abs(X).max(axis=1, keepdims=True)
     Y = X / np.where(top > 0, top, 1)                   # largest value 1: squares can neither underflow nor overflow
     norm = np.linalg.norm(Y, axis=1, keepdims=True)

@@ -334,8 +334,9 @@ def _check_queries(queries, d:int) -> np.ndarray:
     if Q.ndim != 2: raise ValueError(f"queries must be one vector ({d},) or a 2-D batch (n, {d}), got shape {np.shape(queries)}")
     if Q.shape[1] != d: raise ValueError(f"query has dimension {Q.shape[1]}, index expects {d}")
     Q = np.ascontiguousarray(Q, np.float32)
-    ok = np.abs(Q) <= MAX_VALUE  # False for NaN too
-    if not ok.all(): raise ValueError(f"query {int(np.argmin(ok.all(axis=1)))} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
+    if Q.size and not (Q.max() <= MAX_VALUE and Q.min() >= -MAX_VALUE):  # NaN fails both
+        bad = int(np.argmin((np.abs(Q) <= MAX_VALUE).all(axis=1)))
+        raise ValueError(f"query {bad} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
     return Q
 
 # %% ../nbs/01_ivf_index.ipynb #66c7e626
@@ -356,7 +357,9 @@ def _search(self:IVFIndex, lists:InvertedLists, queries, k, nprobe, where):
         if len(Q) == 1: rows, scores = scan_one(Qm[0], probes[0][probes[0] >= 0].tolist(), lists, k, mask)
         else: rows, scores = grouped_scan(Qm, probes, lists, k, mask, n_threads=n_threads if len(Q) >= 64 else 1)
     rows, dist = _to_distances(lists, Q, rows, scores)
-    ids, found = np.full(rows.shape, -1, np.int64), rows >= 0
+    found = rows >= 0
+    if found.all(): return lists.view.row_ids[rows], dist
+    ids = np.full(rows.shape, -1, np.int64)
     ids[found] = lists.view.row_ids[rows[found]]
     return ids, dist
 

@@ -55,14 +55,15 @@ class _Metadatas:
 # %% ../nbs/00_vector_storage.ipynb #0b214c88
 class _WriteLock:
     "A storage's re-entrant writer lock: when its outermost holder lets go, the changes made meanwhile are published together."
-    def __init__(self, storage): self._lock, self._storage, self._depth, self._owner = threading.RLock(), storage, 0, None
+    def __init__(self, storage):  # held weakly: a storage nobody uses is freed at once, not at the next garbage collection
+        self._lock, self._storage, self._depth, self._owner = threading.RLock(), weakref.ref(storage), 0, None
     def __enter__(self):
         self._lock.acquire()
         self._depth, self._owner = self._depth + 1, threading.get_ident()
         return self
     def __exit__(self, *exc):
         try:
-            if self._depth == 1: self._storage._publish()
+            if self._depth == 1 and (storage := self._storage()) is not None: storage._publish()
         finally:
             self._depth -= 1
             if not self._depth: self._owner = None
@@ -212,9 +213,8 @@ MAX_VALUE = 1e15        # largest magnitude a stored value (or a query's) may ha
 
 def _bad_row(block:np.ndarray) -> int:
     "Index of the first row of `block` holding NaN, infinity or a value beyond `MAX_VALUE`; -1 if none."
-    with np.errstate(invalid='ignore'):
-        if block.size == 0 or (block.max() <= MAX_VALUE and block.min() >= -MAX_VALUE): return -1  # NaN fails both
-        return int(np.argmin((np.abs(block) <= MAX_VALUE).all(axis=1)))
+    if block.size == 0 or (block.max() <= MAX_VALUE and block.min() >= -MAX_VALUE): return -1  # NaN fails both
+    return int(np.argmin((np.abs(block) <= MAX_VALUE).all(axis=1)))
 
 @patch
 def _append(self:VectorStorage,
