@@ -64,6 +64,10 @@ def row_terms(X,               # (n, d) float32 rows
         else: out[i:i + block] = np.minimum(np.divide(1, np.sqrt(sq), out=np.zeros_like(sq), where=sq > 0), 1e38)
     return out
 
+def _all_unit(term, distance_fn) -> bool:
+    "Cosine rows that all have length 1, so the scan can skip their scale."
+    return distance_fn == 'cosine' and bool(np.all(np.abs(term - 1) < 1e-4))
+
 # %% ../nbs/02_inverted_lists.ipynb #3f0583ef
 class CoarseQuantizer:
     "The centroids that define the inverted lists, and how a query ranks them (FAISS's coarse quantizer)."
@@ -85,6 +89,11 @@ class CoarseQuantizer:
     def rank(self, Qm, nprobe:int):
         "The `nprobe` nearest lists of each transformed query, nearest first, and all the centroid scores."
         return rank_lists(Qm, self.ranked, self.centroid_bias, min(nprobe, self.n_lists))
+    def assign(self, X, block:int=8192) -> np.ndarray:
+        "The list (int32) each row of `X` belongs in: its nearest centroid, ranked as queries rank them, in blocks of rows."
+        out = np.empty(len(X), np.int32)
+        for i in range(0, len(X), block): out[i:i + block] = self.rank(self.transform(X[i:i + block]), 1)[0][:, 0]
+        return out
     def __repr__(self): return f"CoarseQuantizer({self.n_lists} centroids, distance_fn={self.distance_fn!r})"
 
 # %% ../nbs/02_inverted_lists.ipynb #6540aad9
@@ -92,6 +101,7 @@ class RowMask:
     "Rows a scan may return (`allowed`, bool per row) and the lists holding rows it may not (`lists`, bool per list)."
     def __init__(self, allowed, lists): self.allowed, self.lists = allowed, lists
 
+# %% ../nbs/02_inverted_lists.ipynb #5b212ef9
 class InvertedLists:
     "The inverted lists of an index at one moment: each list's rows in a `StorageView`, and how to score them. Never changes."
     def __init__(self,
@@ -130,14 +140,14 @@ def from_rows(cls:InvertedLists,
     view:StorageView,          # rows already grouped by list: every list one contiguous block, in list order
     quantizer:CoarseQuantizer, # the centroids
     list_of_row,               # (n_rows,) the list of each row, non-decreasing
+    row_term=None,             # the rows' terms if already known (`row_terms` of the matrix otherwise)
 ):
-    "Inverted lists over rows laid out by list, computing the offsets and per-row terms (the lesson's way in)."
+    "Inverted lists over rows laid out by list, with no tail: the offsets and per-row terms computed from the rows."
     list_of_row = np.asarray(list_of_row, np.int32)
     if len(list_of_row) and np.any(np.diff(list_of_row) < 0): raise ValueError("rows must be grouped by list: list_of_row must be non-decreasing")
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(list_of_row, minlength=quantizer.n_lists))])
-    term = row_terms(view.matrix, quantizer.distance_fn, quantizer.shift)
-    unit = quantizer.distance_fn == 'cosine' and bool(np.all(np.abs(term - 1) < 1e-4))
-    return cls(view, quantizer, offsets, list_of_row, term, unit)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(list_of_row, minlength=quantizer.n_lists))]).astype(np.int64)
+    if row_term is None: row_term = row_terms(view.matrix, quantizer.distance_fn, quantizer.shift)
+    return cls(view, quantizer, offsets, list_of_row, row_term, _all_unit(row_term, quantizer.distance_fn))
 
 # %% ../nbs/02_inverted_lists.ipynb #7f875291
 @patch
@@ -242,6 +252,7 @@ def _openblas_threads():
                 return get, set_
     return None
 
+# %% ../nbs/02_inverted_lists.ipynb #38696362
 _blas_lock, _blas_state = threading.Lock(), dict(depth=0, api=None, before=1)
 
 class blas_single_thread:
@@ -261,6 +272,20 @@ class blas_single_thread:
             _blas_state['depth'] -= 1
             if _blas_state['depth'] == 0 and _blas_state['api']: _blas_state['api'][1](_blas_state['before'])
 
+# %% ../nbs/02_inverted_lists.ipynb #8de5b0e8
+def _pairs_by_list(probes, # (nq, P) lists per query, nearest first, -1 for none
+                  ):
+    "Query of each (query, list) pair sorted by list, whether it is that query's nearest list, and the runs (start, end, list): nearest-first ones, then the rest."
+    P = probes.shape[1]
+    flat = probes.ravel()
+    pairs = np.flatnonzero(flat >= 0)
+    o, gs, ge, gl = _groups(flat[pairs])
+    pairs = pairs[o]
+    qsel, nearest = pairs // P, pairs % P == 0
+    groups = list(zip(gs, ge, gl))
+    has_nearest = (np.add.reduceat(nearest, gs) > 0).tolist() if groups else []
+    return qsel, nearest, [g for g, f in zip(groups, has_nearest) if f], [g for g, f in zip(groups, has_nearest) if not f]
+
 # %% ../nbs/02_inverted_lists.ipynb #18ee8c99
 def grouped_scan(Qm,                 # (nq, d) transformed queries
                  probes,             # (nq, P) lists to scan per query, -1 for none
@@ -270,16 +295,8 @@ def grouped_scan(Qm,                 # (nq, d) transformed queries
                  n_threads:int=1,    # threads to spread the lists over
                 ):
     "The `k` best (rows, scores) per query: every probed list scanned once, against all the queries probing it."
-    nq, P = probes.shape
-    flat = probes.ravel()
-    pairs = np.flatnonzero(flat >= 0)
-    o, gs, ge, gl = _groups(flat[pairs])
-    pairs = pairs[o]
-    qsel, nearest = pairs // P, pairs % P == 0
-    groups = list(zip(gs, ge, gl))
-    has_nearest = (np.add.reduceat(nearest, gs) > 0).tolist() if groups else []
-    phase_a = [g for g, f in zip(groups, has_nearest) if f]
-    phase_b = [g for g, f in zip(groups, has_nearest) if not f]
+    nq = len(probes)
+    qsel, nearest, phase_a, phase_b = _pairs_by_list(probes)
     size = lists.sizes
     weight = lambda gr: [(b - a) * (size[c] + 1) for a, b, c in gr]
     tau = np.full(nq, np.inf, np.float32)

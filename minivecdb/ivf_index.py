@@ -8,7 +8,7 @@ import numpy as np
 from fastcore.basics import patch, store_attr
 from fastcore.foundation import L
 from .vector_storage import VectorStorage, StorageView, CorruptStoreError, MAX_VALUE
-from .invlists import CoarseQuantizer, InvertedLists, blas_single_thread, grouped_scan, normalise, row_terms, scan_one
+from .invlists import CoarseQuantizer, InvertedLists, blas_single_thread, grouped_scan, normalise, row_terms, scan_one, _all_unit
 
 # %% auto #0
 __all__ = ['func_map', 'vers', 'euclidean', 'neg_dot', 'pairwise_distances', 'nearest_centroids', 'default_n_clusters',
@@ -58,16 +58,14 @@ def nearest_centroids(X,                    # (n, d) vectors
                       centroids,            # (k, d) centroids
                       distance_fn='cosine', # 'euclidean' ranks by L2, 'cosine'/'dot' by inner product
                       block:int=8192,       # rows per matrix product: bounds the (block, k) score matrix
-                      shift=None,           # euclidean: measure from this point (the data's mean keeps float32 precise)
                      ) -> np.ndarray:       # (n,) int64 index of the nearest centroid
     "Index of the nearest centroid for every row of `X`, in blocks of rows."
-    euclid = distance_fn == 'euclidean'
-    C = np.asarray(centroids, np.float32) - (shift if euclid and shift is not None else 0)
-    Cm, bias = (-2 * C, (C * C).sum(1)) if euclid else (-C, None)
+    C = np.asarray(centroids, np.float32)
+    Cm = -2 * C if distance_fn == 'euclidean' else -C
+    bias = (C * C).sum(1) if distance_fn == 'euclidean' else None
     out = np.empty(len(X), np.int64)
     for i in range(0, len(X), block):
-        B = np.asarray(X[i:i + block], np.float32)
-        S = (B - shift if euclid and shift is not None else B) @ Cm.T
+        S = np.asarray(X[i:i + block], np.float32) @ Cm.T
         if bias is not None: S += bias
         out[i:i + block] = S.argmin(1)
     return out
@@ -128,6 +126,7 @@ def _check_seed(seed):
         raise ValueError(f"seed must be an integer from 0 to 2**32 - 1, got {seed!r}")
     return int(seed)
 
+# %% ../nbs/01_ivf_index.ipynb #e636a278
 class IVFIndex:
     "An inverted-file index over a `VectorStorage`: k-means lists, `nprobe` of them scanned per query."
     relayout_fraction = 0.05  # re-lay out when tail plus deleted rows pass this fraction of the rows
@@ -153,6 +152,7 @@ class IVFIndex:
         return (f"IVFIndex({int(sz.sum())} vectors in {lists.n_lists} lists, distance_fn={self.distance_fn!r}, nprobe={self.nprobe})\n"
                 f"Average list size: {sz.sum() / len(sz):.1f}, Max: {int(sz.max())}")
 
+# %% ../nbs/01_ivf_index.ipynb #a449afbc
 @patch(as_prop=True)
 def built(self:IVFIndex) -> bool:
     "Whether `build()` has run."
@@ -175,29 +175,30 @@ def _grown(a:np.ndarray, n:int, fill) -> np.ndarray:
     out[:len(a)] = a
     return out
 
+# %% ../nbs/01_ivf_index.ipynb #5fc0a4de
 @patch
 def _assign(self:IVFIndex, X) -> np.ndarray:
-    "Nearest list (int32) of each row of `X`."
-    metric = 'euclidean' if self.distance_fn == 'euclidean' else 'dot'
-    return nearest_centroids(X, self.centroids, metric, shift=self._quantizer.shift).astype(np.int32)
+    "Nearest list (int32) of each row of `X`, as the coarse quantizer ranks lists (measured from `shift` for euclidean)."
+    return self._quantizer.assign(X)
 
+# %% ../nbs/01_ivf_index.ipynb #435c4a12
 @patch
 def _publish(self:IVFIndex, view:StorageView):
     "Make the writer's current lists what readers see: one new `InvertedLists`, swapped in by one assignment."
     self._lists = InvertedLists(view, self._quantizer, self.offsets, self._list_of_row, self._row_term, self._unit,
                                 self._tail_rows, self._tail_offsets, self._dead_per_list)
 
+# %% ../nbs/01_ivf_index.ipynb #022f25cc
 @patch
 def _adopt(self:IVFIndex, view:StorageView, list_of_row:np.ndarray, row_term=None):
     "Take rows grouped by list (no tail, no dead rows) as the writer's layout (published with the storage's change)."
-    self.offsets = np.concatenate([[0], np.cumsum(np.bincount(list_of_row, minlength=len(self.centroids)))]).astype(np.int64)
-    self._list_of_row = np.asarray(list_of_row, np.int32)
-    self._row_term = row_terms(view.matrix, self.distance_fn, self._quantizer.shift) if row_term is None else row_term
-    self._unit = self.distance_fn == 'cosine' and bool(np.all(np.abs(self._row_term[:view.n_rows] - 1) < 1e-4))
+    fresh = InvertedLists.from_rows(view, self._quantizer, list_of_row, row_term)
+    self.offsets, self._list_of_row, self._row_term, self._unit = fresh.offsets, fresh.list_of_row, fresh.row_term, fresh.unit
     self._tail_rows, self._tail_offsets = np.zeros(0, np.int64), None
     self._dead_per_list = np.zeros(len(self.centroids), np.int64)
     self._layout_version, self._n_rows_seen, self._n_dead_seen = view.layout_version, view.n_rows, view.n_dead
 
+# %% ../nbs/01_ivf_index.ipynb #0c4872e8
 @patch
 def _relayout(self:IVFIndex, view:StorageView):
     "Permute the storage so each list is one contiguous block of live rows: no k-means, dead rows dropped."
@@ -248,13 +249,14 @@ def _absorb_rows(self:IVFIndex, view:StorageView):
     term = row_terms(view.matrix[lo:hi], self.distance_fn, self._quantizer.shift)
     if term is not None:
         self._row_term = _grown(self._row_term, hi, 0); self._row_term[lo:hi] = term
-        self._unit = self._unit and bool(np.all(np.abs(term - 1) < 1e-4))
+        self._unit = self._unit and _all_unit(term, self.distance_fn)
     tail = np.arange(self.offsets[-1], hi)
     tail_lists = self._list_of_row[tail]
     self._tail_rows = tail[np.argsort(tail_lists, kind='stable')]
     self._tail_offsets = np.concatenate([[0], np.cumsum(np.bincount(tail_lists, minlength=len(self.centroids)))])
     self._n_rows_seen = hi
 
+# %% ../nbs/01_ivf_index.ipynb #6b8fc994
 @patch
 def _on_change(self:IVFIndex, view:StorageView):
     "Keep up with a change to the storage, then publish: called by the writer that made it, under the storage's write lock."
@@ -271,11 +273,13 @@ def _on_change(self:IVFIndex, view:StorageView):
     if view.n_dead + len(self._tail_rows) > self.relayout_fraction * view.n_rows: return self._relayout(view)  # calls back
     self._publish(view)
 
+# %% ../nbs/01_ivf_index.ipynb #8932aab6
 @patch
 def _on_replaced(self:IVFIndex):
     "Another index built over the same storage has taken over its layout."
     self._replaced = True
 
+# %% ../nbs/01_ivf_index.ipynb #541e6223
 @patch
 def list_sizes(self:IVFIndex) -> np.ndarray:
     "Live vectors in each inverted list (its block plus its tail, less deleted ones)."
@@ -307,6 +311,7 @@ def _probe_until_k(probes, list_scores, n_allowed, k):
     for i, q in enumerate(short.tolist()): out[q, :need[i]] = order[i, :need[i]]
     return out
 
+# %% ../nbs/01_ivf_index.ipynb #fdeb56c3
 def _exact_euclidean(Q, rows, X, block:int=256):
     "Exact distances from each query to its candidate rows (float64 differences), re-sorted nearest first."
     found = rows >= 0
@@ -319,12 +324,14 @@ def _exact_euclidean(Q, rows, X, block:int=256):
     at = np.arange(len(rows))[:, None]
     return rows[at, o], D[at, o].astype(np.float32)
 
+# %% ../nbs/01_ivf_index.ipynb #9030ebe4
 def _to_distances(lists:InvertedLists, Q, rows, scores):
     "The rows, and the metric's distances to them (float32), nearest first."
     if lists.distance_fn == 'cosine': return rows, (1 + scores).astype(np.float32)
     if lists.distance_fn == 'dot': return rows, scores.astype(np.float32)
     return _exact_euclidean(Q, rows, lists.view.matrix)
 
+# %% ../nbs/01_ivf_index.ipynb #48b20940
 def _check_queries(queries, d:int) -> np.ndarray:
     "Queries as a C-contiguous (nq, d) float32 array, or an error saying what is wrong."
     try: Q = np.asarray(queries)
@@ -363,6 +370,7 @@ def _search(self:IVFIndex, lists:InvertedLists, queries, k, nprobe, where):
     ids[found] = lists.view.row_ids[rows[found]]
     return ids, dist
 
+# %% ../nbs/01_ivf_index.ipynb #f18e4262
 @patch
 def search_batch(self:IVFIndex,
     queries,            # one vector (d,) or a batch (nq, d)
@@ -373,6 +381,7 @@ def search_batch(self:IVFIndex,
     "Ids (nq, k) int64 and distances (nq, k) float32 of the nearest vectors, nearest first, padded with -1 / inf."
     return self._search(self._reader_lists(), queries, k, nprobe, where)
 
+# %% ../nbs/01_ivf_index.ipynb #99b93744
 @patch
 def search(self:IVFIndex,
     query_vector,       # one vector (d,)
@@ -384,6 +393,19 @@ def search(self:IVFIndex,
     lists = self._reader_lists()
     ids, _ = self._search(lists, query_vector, k, nprobe, where)
     return L(lists.view.get(i) for i in ids[0].tolist() if i >= 0)
+
+@patch
+def search_records(self:IVFIndex,
+    query_vector,       # one vector (d,)
+    k:int=5,            # neighbours to return
+    nprobe:int=None,    # lists scanned; defaults to the index's `nprobe`
+    where=None,         # metadata filter, as in `search_batch`
+) -> L:
+    "An `L` of `(id, distance, metadata)` for the `k` nearest vectors, nearest first, all from one snapshot."
+    lists = self._reader_lists()
+    ids, dist = self._search(lists, query_vector, k, nprobe, where)
+    view = lists.view
+    return L((i, d, view.metadata(view.row_of(i))) for i, d in zip(ids[0].tolist(), dist[0].tolist()) if i >= 0)
 
 # %% ../nbs/01_ivf_index.ipynb #502e70d3
 @patch
@@ -424,6 +446,7 @@ def save(self:IVFIndex, path):
         if self._quantizer.shift is not None: extras['ivf_shift'] = self._quantizer.shift
         s.save(path, extras=extras)
 
+# %% ../nbs/01_ivf_index.ipynb #b8715f40
 @patch(cls_method=True)
 def load(cls:IVFIndex,
     path,             # a file written by `IVFIndex.save`

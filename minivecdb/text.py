@@ -6,11 +6,11 @@
 __all__ = ['TEXT_COLUMNS', 'InputError', 'read_items', 'check_store_path', 'build_text_index', 'index_file', 'search_store']
 
 # %% ../nbs/05_text.ipynb #e31fb7c6
-import csv, io, json, math, os, tempfile
+import csv, io, json, os, tempfile
 from pathlib import Path
-from .vector_storage import VectorStorage
+from .vector_storage import VectorStorage, metadata_problem
 from .ivf_index import IVFIndex
-from .gen_emb import get_embeddings, get_embedding, default_model, load_model, MODEL_ENV_VAR, _as_texts
+from .gen_emb import get_embeddings, get_embedding, load_model, MODEL_ENV_VAR, _as_texts
 
 # %% ../nbs/05_text.ipynb #4adf9d46
 class InputError(ValueError):
@@ -79,28 +79,12 @@ def _read_records(path:Path, raw:str)->tuple:
     return _csv_records(path, raw, "," if kind == "csv" else "\t")
 
 # %% ../nbs/05_text.ipynb #2f77959e
-def _shown(v)->str:
-    "A value as a user would recognise it in a message: JSON's names for non-finite numbers, at most 60 characters."
-    if isinstance(v, float) and not math.isfinite(v): return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
-    s = repr(v)
-    return s if len(s) <= 60 else s[:59] + "…"
-
-def _storable(v)->bool:
-    "Whether strict JSON can write `v`."
-    try: json.dumps(v, allow_nan=False); return True
-    except (TypeError, ValueError): return False
-
 def _check_metadata(metadata, # a dict of JSON values, or None
                     where:str,# how a message names it: "notes.jsonl, line 3", "metadatas[2]"
                    ):
-    "`metadata` if a store can keep it, else an `InputError` naming `where` and the field."
-    if metadata is None: return None
-    if not isinstance(metadata, dict): raise InputError(f"{where}: metadata must be a dict, got {type(metadata).__name__}")
-    if _storable(metadata): return metadata
-    field = next((k for k,v in metadata.items() if not _storable(v)), None)
-    if field is None: raise InputError(f"{where}: metadata field names must be strings, got {list(metadata)!r}")
-    raise InputError(f"{where}: field {field!r} holds {_shown(metadata[field])}, which a store cannot keep; "
-                     "expected text, a finite number, true/false, null, a list or an object")
+    "`metadata` if a store can keep it (the storage's `metadata_problem`), else an `InputError` naming `where` and the field."
+    if (problem := metadata_problem(metadata)) is not None: raise InputError(f"{where}: {problem}")
+    return metadata
 
 # %% ../nbs/05_text.ipynb #d0df04ee
 def _choose_text_column(path, columns, text_column):
@@ -157,8 +141,8 @@ def check_store_path(path,      # where a store is to be saved
     for f in inputs:
         if path.exists() and Path(f).exists() and os.path.samefile(path, f):
             raise InputError(f"{path} is the input file {f}: saving the store there would replace the texts; expected another file name")
-    folder = path.absolute().parent
-    while not folder.exists(): folder = folder.parent
+    folder = path.parent  # as the caller spelled it, so messages show the caller's path
+    while not folder.exists() and folder != folder.parent: folder = folder.parent
     if not folder.is_dir(): raise InputError(f"cannot save a store at {path}: {folder} is a file, expected a folder")
     try: tempfile.TemporaryFile(dir=folder).close()
     except OSError: raise InputError(f"cannot save a store at {path}: the folder {folder} cannot be written") from None
@@ -227,8 +211,8 @@ def search_store(index,          # an `IVFIndex`
     q = get_embedding(query, model)
     d = index.storage.dimension
     if len(q) != d:
-        raise InputError(f"{name} holds vectors of dimension {d}, but the model {model or default_model()} makes {len(q)}: "
+        used = model or os.environ.get(MODEL_ENV_VAR) or "all-MiniLM-L6-v2 (the default)"
+        raise InputError(f"{name} holds vectors of dimension {d}, but the model {used} makes {len(q)}: "
                          f"search with the model the store was built with (--model or ${MODEL_ENV_VAR})")
-    ids, dists = index.search_batch(q, k=k, nprobe=nprobe, where=where)
-    return [(r, i, float(dist), index.storage.get(i)[1] or {})
-            for r, (i, dist) in enumerate(zip(ids[0].tolist(), dists[0].tolist()), 1) if i >= 0]
+    found = index.search_records(q, k=k, nprobe=nprobe, where=where)  # ids, distances and metadata of one snapshot
+    return [(r, i, float(dist), meta) for r, (i, dist, meta) in enumerate(found, 1)]

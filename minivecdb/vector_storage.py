@@ -12,7 +12,8 @@ from fastcore.basics import patch
 from fastcore.foundation import L
 
 # %% auto #0
-__all__ = ['MAX_VALUE', 'MAGIC', 'FORMAT_VERSION', 'CorruptStoreError', 'VectorStorage', 'StorageView', 'StoreLockedError']
+__all__ = ['MAX_VALUE', 'MAGIC', 'FORMAT_VERSION', 'CorruptStoreError', 'VectorStorage', 'StorageView', 'metadata_problem',
+           'StoreLockedError']
 
 # %% ../nbs/00_vector_storage.ipynb #ab8ed75b
 try: import fcntl
@@ -72,6 +73,7 @@ class _WriteLock:
         "Whether the calling thread holds the lock."
         return self._owner == threading.get_ident()
 
+# %% ../nbs/00_vector_storage.ipynb #e70ec919
 class VectorStorage:
     "Vectors in one contiguous float32 matrix, with ids and JSON metadata."
     def __init__(self,
@@ -159,6 +161,26 @@ def _non_string_key(v):
     return _NO_KEY
 _NO_KEY = object()
 
+# %% ../nbs/00_vector_storage.ipynb #a41d947d
+def _shown(v) -> str:
+    "A value as a user would recognise it in a message: JSON's names for non-finite numbers, at most 60 characters."
+    if isinstance(v, float) and not np.isfinite(v): return "NaN" if np.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    s = repr(v)
+    return s if len(s) <= 60 else s[:59] + "…"
+
+# %% ../nbs/00_vector_storage.ipynb #33731c0d
+def metadata_problem(metadata) -> str:
+    "Why a store cannot keep `metadata`, in a phrase naming the field; None when it can (None, or a dict of JSON values)."
+    if metadata is None: return None
+    if not isinstance(metadata, dict): return f"metadata must be a dict, got {type(metadata).__name__}"
+    if (k := _non_string_key(metadata)) is not _NO_KEY: return f"metadata has the key {k!r} ({type(k).__name__}); keys must be strings"
+    for k, v in metadata.items():
+        try: json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError):
+            return f"field {k!r} holds {_shown(v)}, which a store cannot keep; expected text, a finite number, true/false, null, a list or an object"
+    return None
+
+# %% ../nbs/00_vector_storage.ipynb #70620920
 def _check_metadatas(metadatas, # a list of dicts (or None), one per vector
                      n:int,     # number of vectors they belong to
                      single:bool=False): # name errors "metadata" instead of "metadata of row i"
@@ -176,10 +198,8 @@ def _check_metadatas(metadatas, # a list of dicts (or None), one per vector
     if metadatas.count(None) == n: return metadatas
     try: return json.loads(json.dumps(metadatas, allow_nan=False))
     except (TypeError, ValueError):
-        for i, m in enumerate(metadatas):
-            try: json.dumps(m, allow_nan=False)
-            except (TypeError, ValueError) as e: raise TypeError(f"{where(i)} is not JSON-serialisable: {e}") from None
-        raise
+        i, problem = next((i, p) for i, m in enumerate(metadatas) if (p := metadata_problem(m)))
+        raise TypeError(f"{where(i)} is not JSON-serialisable: {problem}") from None
 
 # %% ../nbs/00_vector_storage.ipynb #4b2ba259
 @patch
@@ -216,6 +236,7 @@ def _bad_row(block:np.ndarray) -> int:
     if block.size == 0 or (block.max() <= MAX_VALUE and block.min() >= -MAX_VALUE): return -1  # NaN fails both
     return int(np.argmin((np.abs(block) <= MAX_VALUE).all(axis=1)))
 
+# %% ../nbs/00_vector_storage.ipynb #67dd0fbc
 @patch
 def _append(self:VectorStorage,
     rows:np.ndarray, # (n, dimension) numeric array, already shape-checked
@@ -277,6 +298,7 @@ def _json_copy(v):
     if isinstance(v, list): return [_json_copy(x) for x in v]
     return v
 
+# %% ../nbs/00_vector_storage.ipynb #5b9e6366
 @patch
 def row_of(self:StorageView, id) -> int:
     "The row holding live vector `id`, or -1 (unknown, deleted, or not an integer)."
@@ -288,6 +310,7 @@ def row_of(self:StorageView, id) -> int:
 @patch
 def __contains__(self:StorageView, id): return self.row_of(id) >= 0
 
+# %% ../nbs/00_vector_storage.ipynb #5a2a34f3
 @patch
 def metadata(self:StorageView, row:int) -> dict:
     "A copy of the metadata of `row` (`{}` when it has none)."
@@ -404,6 +427,7 @@ def permute(self:VectorStorage,
         self.layout_version += 1
         self._dirty = True
 
+# %% ../nbs/00_vector_storage.ipynb #2e116b96
 @patch
 def compact(self:VectorStorage):
     "Drop the dead rows, keeping the live ones in order; a no-op when none are dead."
@@ -420,6 +444,7 @@ def _matcher(want):
     bools, others = [bool(a) for a in allowed if is_bool(a)], [a for a in allowed if not is_bool(a)]
     return lambda v: v in bools if isinstance(v, bool) else v in others
 
+# %% ../nbs/00_vector_storage.ipynb #baf70f43
 @patch
 def where_mask(self:StorageView,
     where, # dict of field -> value (or list of values: any of them), all fields must match; or callable(metadata) -> bool
@@ -435,6 +460,7 @@ def where_mask(self:StorageView,
     else: raise TypeError(f"where must be a dict of field -> value or a callable taking a metadata dict, got {type(where).__name__}")
     return ok & self.alive
 
+# %% ../nbs/00_vector_storage.ipynb #d8dcdd6a
 @patch
 def watch(self:VectorStorage,
     on_change,        # bound method called as `on_change(view)` after every change, under `write_lock`
@@ -491,6 +517,7 @@ def _try_lock(f) -> bool:
     except OSError: return False
     return True
 
+# %% ../nbs/00_vector_storage.ipynb #0539c9fc
 def _store_path(path) -> Path:
     "`path` checked as a file to write, resolved (symlinks followed): every spelling of one file gives one path (and one lock)."
     if not str(path).strip(): raise ValueError("the path is empty: give the file to save the store to")
@@ -500,6 +527,7 @@ def _store_path(path) -> Path:
     if not real.parent.is_dir(): raise FileNotFoundError(f"cannot save to {path}: its directory {real.parent} does not exist")
     return real
 
+# %% ../nbs/00_vector_storage.ipynb #86195c26
 @patch
 def acquire_lock(self:VectorStorage,
     path, # the store file this storage is going to write
@@ -522,6 +550,7 @@ def acquire_lock(self:VectorStorage,
         with contextlib.suppress(OSError): stray.unlink()
     return path
 
+# %% ../nbs/00_vector_storage.ipynb #151a9db7
 @patch
 def close(self:VectorStorage):
     "Release the writer lock, if this storage holds one."
@@ -565,6 +594,7 @@ def _pad(f, offset:int):
     "Pad `f` with zeros up to file position `offset`."
     f.write(b"\0" * (offset - f.tell()))
 
+# %% ../nbs/00_vector_storage.ipynb #361d4e4b
 @patch
 def _write_binary(self:VectorStorage, f, extras:dict, meta_bytes:bytes):
     "Write the binary format to the open file `f`."
@@ -627,6 +657,7 @@ def _read_exact(f, a:np.ndarray, path):
         got += k
     return a
 
+# %% ../nbs/00_vector_storage.ipynb #989102c0
 def _is_count(v) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 def _check_sections(header:dict, path):
@@ -655,6 +686,7 @@ def _check_sections(header:dict, path):
     for name, (offset, nbytes) in spans.items():
         if offset + nbytes > end: raise bad(f"{name} section ({nbytes:,} bytes at offset {offset:,}) lies outside the {end:,} bytes of data")
 
+# %% ../nbs/00_vector_storage.ipynb #e1e68705
 def _read_header(f, path):
     "The JSON header and the offset of the first section, checked against magic, version, checksum, size and layout."
     prefix = f.read(_PREFIX.size)
@@ -687,6 +719,7 @@ def _id_table(next_id:int, path) -> np.ndarray:
                                 "of this machine's memory; the file is damaged or was not written by minivecdb")
     return np.full(max(int(next_id), 1), -1, np.int64)
 
+# %% ../nbs/00_vector_storage.ipynb #10395252
 def _check_values(data:np.ndarray, ids:np.ndarray, path):
     "CorruptStoreError naming the first row of `data` that holds NaN, infinity or a value beyond `MAX_VALUE`."
     step = max(1, (16 << 20) // max(1, 4 * data.shape[1]))
@@ -694,6 +727,7 @@ def _check_values(data:np.ndarray, ids:np.ndarray, path):
         if (bad := _bad_row(data[i:i + step])) >= 0:
             raise CorruptStoreError(f"{path} is corrupt: the vector of id {int(ids[i + bad])} holds NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
 
+# %% ../nbs/00_vector_storage.ipynb #0d78e3b6
 @patch(cls_method=True)
 def _from_rows(cls:VectorStorage,
     dimension:int, next_id:int, # as saved
@@ -719,6 +753,7 @@ def _check_crc(a, expected, what, path):
     "CorruptStoreError unless the CRC-32 of `a` is `expected` (files without one, from older versions, pass)."
     if expected is not None and zlib.crc32(a) != expected: raise CorruptStoreError(f"{path} is corrupt ({what} checksum mismatch)")
 
+# %% ../nbs/00_vector_storage.ipynb #b3b98557
 @patch(cls_method=True)
 def _read_binary(cls:VectorStorage, path:Path, mmap:bool, verify:bool=True) -> VectorStorage:
     "Open a binary store file."
@@ -749,6 +784,7 @@ def _read_binary(cls:VectorStorage, path:Path, mmap:bool, verify:bool=True) -> V
             _check_crc(s.extras[k], e.get("crc32"), f"extras[{k!r}]", path)
     return s
 
+# %% ../nbs/00_vector_storage.ipynb #bb3afb0f
 @patch(cls_method=True)
 def load(cls:VectorStorage,
     path,             # a file written by `save` (or a tutorial-format `.json`)
@@ -792,6 +828,7 @@ def _json_extras(extras, path) -> dict:
             raise CorruptStoreError(f"{path}: extras[{k!r}] must be {{'value': ...}} or a numeric {{'dtype', 'shape', 'data'}}") from None
     return out
 
+# %% ../nbs/00_vector_storage.ipynb #f4d58ae2
 @patch(cls_method=True)
 def _read_json(cls:VectorStorage, path:Path) -> VectorStorage:
     "Open a storage in the tutorial's JSON format, checking it against its own `dimension`."

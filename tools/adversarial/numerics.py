@@ -77,47 +77,39 @@ def cosine_tiny_query(t):
                         accept=lambda r: check_knn(r[0], r[1], Q, li, lx, "cosine", 5))
 
 
+_TOO_LARGE = ("large", "overflow", "range", "magnitude", "norm", "beyond", "limit")
+
+def _stored_then_searched(X, metric, words):
+    "Store `X`, build an index, search its first 12 rows: exact neighbours, or an error naming one of `words` at any step."
+    L = lib(); s = L.VectorStorage(X.shape[1])
+    def go():
+        s.add_bulk(X)
+        ix = L.IVFIndex(s, n_clusters=8, nprobe=8, distance_fn=metric)
+        with quiet(): ix.build()
+        return ix.search_batch(X[:12], k=5, nprobe=8)
+    return expect_error(go, words=[words], accept=lambda r: check_knn(r[0], r[1], X[:12], *live_state(s), metric, 5))
+
+
 @case("numerics")
 def cosine_tiny_stored(t):
     """Cosine over stored vectors of norm ~1e-25 (finite float32): correct neighbours (scale-invariant), or refused at add/build."""
     X = make_data(600, 16, seed=9)
     X[::3] *= 1e-25
-    L = lib(); s = L.VectorStorage(16)
-    def go():
-        s.add_bulk(X)
-        ix = L.IVFIndex(s, n_clusters=8, nprobe=8)
-        with quiet(): ix.build()
-        return ix.search_batch(X[:12], k=5, nprobe=8)
-    return expect_error(go, words=[("small", "norm", "zero", "scale")],
-                        accept=lambda r: check_knn(r[0], r[1], X[:12], *live_state(s), "cosine", 5))
+    return _stored_then_searched(X, "cosine", ("small", "norm", "zero", "scale"))
 
 
 @case("numerics")
 def cosine_huge_stored(t):
     """Cosine over stored vectors of scale 1e20 (finite float32, squares overflow): correct, or refused with a clear error."""
     X = make_data(600, 16, seed=10) * np.float32(1e20)
-    L = lib(); s = L.VectorStorage(16)
-    def go():
-        s.add_bulk(X)
-        ix = L.IVFIndex(s, n_clusters=8, nprobe=8)
-        with quiet(): ix.build()
-        return ix.search_batch(X[:12], k=5, nprobe=8)
-    return expect_error(go, words=[("large", "overflow", "range", "magnitude", "norm", "beyond", "limit")],
-                        accept=lambda r: check_knn(r[0], r[1], X[:12], *live_state(s), "cosine", 5))
+    return _stored_then_searched(X, "cosine", _TOO_LARGE)
 
 
 @case("numerics")
 def euclidean_huge_stored(t):
     """Euclidean over stored vectors of scale 1e19 (squared norms overflow float32): correct, or a clear error."""
     X = make_data(600, 16, seed=11) * np.float32(1e19)
-    L = lib(); s = L.VectorStorage(16)
-    def go():
-        s.add_bulk(X)
-        ix = L.IVFIndex(s, n_clusters=8, nprobe=8, distance_fn="euclidean")
-        with quiet(): ix.build()
-        return ix.search_batch(X[:12], k=5, nprobe=8)
-    return expect_error(go, words=[("large", "overflow", "range", "magnitude", "norm", "beyond", "limit")],
-                        accept=lambda r: check_knn(r[0], r[1], X[:12], *live_state(s), "euclidean", 5))
+    return _stored_then_searched(X, "euclidean", _TOO_LARGE)
 
 
 @case("numerics")
