@@ -9,10 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from fastcore.basics import patch
 from .vector_storage import StorageView
+from .kernels import NO_ROWS, NO_F32, NO_BOOL, empty_heaps, sorted_heaps, push_block, push_rows, scan_flat, scan_sq8, rescore
 
 # %% auto #0
 __all__ = ['normalise', 'query_transform', 'rank_lists', 'row_terms', 'CoarseQuantizer', 'RowMask', 'InvertedLists',
-           'blas_single_thread', 'grouped_scan', 'scan_one']
+           'blas_single_thread', 'rank_batch', 'grouped_scan', 'scan_one', 'ScalarQuantizer', 'rerank']
 
 # %% ../nbs/02_inverted_lists.ipynb #ce1007b2
 def normalise(X):
@@ -43,6 +44,9 @@ def rank_lists(Qm,            # (nq, d) transformed queries
     S = Qm @ centroids.T
     if centroid_bias is not None: S += centroid_bias
     if nprobe >= S.shape[1]: return np.argsort(S, axis=1), S
+    if len(S) == 1:  # one query: plain 1-D calls cost less than the along-axis ones
+        part = np.argpartition(S[0], nprobe - 1)[:nprobe]
+        return part[np.argsort(S[0, part])][None], S
     part = np.argpartition(S, nprobe - 1, axis=1)[:, :nprobe]
     o = np.argsort(np.take_along_axis(S, part, 1), axis=1)
     return np.take_along_axis(part, o, 1), S
@@ -114,6 +118,8 @@ class InvertedLists:
         tail_rows=None,       # rows appended after the layout, grouped by list ...
         tail_offsets=None,    # ... list `c`'s tail is `tail_rows[tail_offsets[c]:tail_offsets[c+1]]`
         dead_per_list=None,   # deleted rows per list (None: counted from `view.alive`)
+        codes=None,           # 8-bit lists: uint8 codes of every row (at least `view.n_rows` long) ...
+        sq=None,              # ... and the `ScalarQuantizer` that made them; None for float32 lists
     ):
         n_lists, distance_fn = quantizer.n_lists, quantizer.distance_fn
         self.view, self.quantizer, self.distance_fn, self.unit = view, quantizer, distance_fn, unit
@@ -128,11 +134,12 @@ class InvertedLists:
         if dead_per_list is None: dead_per_list = np.bincount(list_of_row[:view.n_rows][~view.alive], minlength=n_lists)
         self.dead_per_list = dead_per_list
         self.list_live = self.list_rows - dead_per_list
+        self.codes, self.sq = codes, sq
     @property
     def n_lists(self) -> int: return self.quantizer.n_lists
     def __repr__(self):
         return (f"InvertedLists({self.n_lists} lists over {len(self.view)} vectors, {len(self.tail_rows)} in tails, "
-                f"{self.view.n_dead} deleted, distance_fn={self.distance_fn!r})")
+                f"{self.view.n_dead} deleted, distance_fn={self.distance_fn!r}, codec={'flat' if self.codes is None else 'sq8'!r})")
 
 # %% ../nbs/02_inverted_lists.ipynb #c470624c
 @patch(cls_method=True)
@@ -162,6 +169,7 @@ def score(self:InvertedLists,
     Qs,                  # (m, d) transformed queries
     c:int,               # the list
     mask:RowMask=None,   # rows the scan may not return
+    q0=None,             # 8-bit lists: (m,) the queries' `q·vmin`, and `Qs` scaled (`ScalarQuantizer.tables`)
 ):
     "Scores (m, n) of the queries against list `c` and its rows (an int start, or an array); (None, None) if all are hidden."
     rows, hide = self.rows(c), None
@@ -173,7 +181,8 @@ def score(self:InvertedLists,
         if 2 * n_keep < len(rows): rows = rows[keep]  # mostly hidden: score only the allowed rows
         else: hide = ~keep                            # mostly allowed: score all, hide the rest
     at = slice(rows, self.ends[c]) if isinstance(rows, int) else rows
-    S = Qs @ self.view.matrix[at].T
+    if q0 is None: S = Qs @ self.view.matrix[at].T
+    else: S = Qs @ self.codes[at].astype(np.float32).T; S += q0[:, None]
     if self.row_bias is not None: S += self.row_bias[at]
     if self.row_scale is not None: S *= self.row_scale[at]
     if hide is not None: S[:, hide] = np.inf
@@ -203,23 +212,6 @@ def _groups(lists):
     cut = np.flatnonzero(sl[1:] != sl[:-1]) + 1
     gs, ge = np.concatenate([[0], cut]).astype(np.int64), np.concatenate([cut, [len(sl)]]).astype(np.int64)
     return o, gs.tolist(), ge.tolist(), (sl[gs].tolist() if len(sl) else [])
-
-def _within_bound(qs, S, rows, tau):
-    "Candidates (query, score, row) of one list whose score is within their query's bound `tau`."
-    qi, col = np.nonzero(S <= tau[qs][:, None])
-    return qs[qi], S[qi, col], (rows + col if isinstance(rows, int) else rows[col])
-
-def _best_k_per_query(q, score, row, nq, k):
-    "From candidate triples (query, score, row): the k best rows and scores per query, padded with -1 / inf."
-    o = np.argsort(score)
-    o = o[np.argsort(_small_ints(q[o]), kind='stable')]  # by query, then by score
-    q, score, row = q[o], score[o], row[o]
-    rank = np.arange(len(q)) - np.searchsorted(q, np.arange(nq))[q]
-    keep = rank < k
-    rows, scores = np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
-    rows[q[keep], rank[keep]], scores[q[keep], rank[keep]] = row[keep], score[keep]
-    rows[np.isinf(scores)] = -1  # hidden rows carry an infinite score: they are not results
-    return rows, scores
 
 # %% ../nbs/02_inverted_lists.ipynb #3daefb1e
 def _split(items, weights, n):
@@ -272,21 +264,23 @@ class blas_single_thread:
             _blas_state['depth'] -= 1
             if _blas_state['depth'] == 0 and _blas_state['api']: _blas_state['api'][1](_blas_state['before'])
 
-# %% ../nbs/02_inverted_lists.ipynb #8de5b0e8
-def _pairs_by_list(probes, # (nq, P) lists per query, nearest first, -1 for none
-                  ):
-    "Query of each (query, list) pair sorted by list, whether it is that query's nearest list, and the runs (start, end, list): nearest-first ones, then the rest."
-    P = probes.shape[1]
+# %% ../nbs/02_inverted_lists.ipynb #3e4ea7f8
+def rank_batch(quantizer:CoarseQuantizer, Qm, nprobe:int, n_threads:int=1):
+    "`quantizer.rank(Qm, nprobe)` with the queries split over `n_threads` threads (call it with BLAS on one thread)."
+    if n_threads <= 1 or len(Qm) < 2 * n_threads: return quantizer.rank(Qm, nprobe)
+    parts = _run(lambda Q: quantizer.rank(Q, nprobe), np.array_split(Qm, n_threads), n_threads)
+    return np.vstack([p for p, _ in parts]), np.vstack([s for _, s in parts])
+
+# %% ../nbs/02_inverted_lists.ipynb #cf44cefa
+def _list_pairs(probes, # (nq, P) lists per query, -1 for none
+               ):
+    "Query of each (query, list) pair, sorted by list, and the runs (start, end, list) of pairs sharing a list."
     flat = probes.ravel()
     pairs = np.flatnonzero(flat >= 0)
     o, gs, ge, gl = _groups(flat[pairs])
-    pairs = pairs[o]
-    qsel, nearest = pairs // P, pairs % P == 0
-    groups = list(zip(gs, ge, gl))
-    has_nearest = (np.add.reduceat(nearest, gs) > 0).tolist() if groups else []
-    return qsel, nearest, [g for g, f in zip(groups, has_nearest) if f], [g for g, f in zip(groups, has_nearest) if not f]
+    return pairs[o] // probes.shape[1], list(zip(gs, ge, gl))
 
-# %% ../nbs/02_inverted_lists.ipynb #18ee8c99
+# %% ../nbs/02_inverted_lists.ipynb #0398747e
 def grouped_scan(Qm,                 # (nq, d) transformed queries
                  probes,             # (nq, P) lists to scan per query, -1 for none
                  lists:InvertedLists,# the lists and how to score them
@@ -294,83 +288,92 @@ def grouped_scan(Qm,                 # (nq, d) transformed queries
                  mask:RowMask=None,  # rows the scan may not return (deleted, filtered out)
                  n_threads:int=1,    # threads to spread the lists over
                 ):
-    "The `k` best (rows, scores) per query: every probed list scanned once, against all the queries probing it."
-    nq = len(probes)
-    qsel, nearest, phase_a, phase_b = _pairs_by_list(probes)
-    size = lists.sizes
-    weight = lambda gr: [(b - a) * (size[c] + 1) for a, b, c in gr]
-    tau = np.full(nq, np.inf, np.float32)
-    def scan_a(chunk):  # lists that are some query's nearest: record that query's bound
-        out = []
+    "The `k` best (rows, scores) per query: each probed list multiplied once with the queries probing it, the scores kept in heaps."
+    nq, (qsel, groups) = len(probes), _list_pairs(probes)
+    Qs, q0 = (Qm, None) if lists.codes is None else lists.sq.tables(Qm)
+    def scan(chunk):
+        hs, hr = empty_heaps(nq, k)
         for a, b, c in chunk:
             qs = qsel[a:b]
-            S, rows = lists.score(Qm[qs], c, mask)
+            S, rows = lists.score(Qs[qs], c, mask, None if q0 is None else q0[qs])
             if S is None: continue
-            f = nearest[a:b]
-            if S.shape[1] >= k: tau[qs[f]] = np.partition(S[f], k - 1, axis=1)[:, k - 1]
-            out.append((qs, S, rows))
-        return out
-    kept = [x for part in _run(scan_a, _split(phase_a, weight(phase_a), n_threads), n_threads) for x in part]
-    def scan_b(chunk):  # everything else: keep only the scores within the bound
-        out = []
-        for item in chunk:
-            if isinstance(item[0], np.ndarray): out.append(_within_bound(*item, tau)); continue
-            a, b, c = item
-            qs = qsel[a:b]
-            S, rows = lists.score(Qm[qs], c, mask)
-            if S is not None: out.append(_within_bound(qs, S, rows, tau))
-        return out
-    work = kept + phase_b
-    weights = [S.size // 8 for _, S, _ in kept] + weight(phase_b)
-    cands = [x for part in _run(scan_b, _split(work, weights, n_threads), n_threads) for x in part]
-    if not cands: return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
-    q, sc, r = (np.concatenate(x) for x in zip(*cands))
-    return _best_k_per_query(q, sc, r, nq, k)
+            if isinstance(rows, int): push_block(hs, hr, qs, S, rows, NO_ROWS)
+            else: push_block(hs, hr, qs, S, 0, rows)
+        return hs, hr
+    chunks = _split(groups, [(b - a) * (lists.sizes[c] + 1) for a, b, c in groups], n_threads)
+    (hs, hr), *others = _run(scan, chunks, n_threads)
+    for h, r in others: push_rows(hs, hr, h, r)  # merge the threads' heaps
+    return sorted_heaps(hs, hr, k)
 
-# %% ../nbs/02_inverted_lists.ipynb #e58a097b
-_row_dots = getattr(np, 'vecdot', np.dot)  # X, q, out=: out[i] = X[i]·q (`vecdot` from numpy 2.0 on)
+# %% ../nbs/02_inverted_lists.ipynb #f5f23baa
+def _segments(lists:InvertedLists, probe_lists):
+    "The blocks (starts, ends) and the tail rows of the lists `probe_lists`, as the one-query kernels take them."
+    c = np.asarray(probe_lists, np.int64)
+    starts, ends = lists.offsets[c], lists.offsets[c + 1]
+    if lists.tail_offsets is None: return starts, ends, NO_ROWS
+    t0, t1 = lists.tail_offsets[c].tolist(), lists.tail_offsets[c + 1].tolist()
+    tails = [lists.tail_rows[a:b] for a, b in zip(t0, t1) if b > a]
+    return starts, ends, (np.concatenate(tails) if tails else NO_ROWS)
 
+def _or_none(a, none): return none if a is None else a
+
+# %% ../nbs/02_inverted_lists.ipynb #0e45613c
 def scan_one(qm,                  # (d,) one transformed query
-             probe_lists,         # Python list of the lists to scan
+             probe_lists,         # the lists to scan
              lists:InvertedLists, # the lists and how to score them
              k:int,               # results wanted
              mask:RowMask=None,   # rows the scan may not return
             ):
-    "`grouped_scan` for one query: ((1, k) rows, (1, k) scores), one score buffer and one partition for all its lists."
-    starts, ends, X = lists.starts, lists.ends, lists.view.matrix
-    sizes = [lists.sizes[c] for c in probe_lists]
-    total = sum(sizes)
-    buf = np.full(total, np.inf, np.float32)
-    rowmap = None  # row of each buffer slot, built only when some list is not a plain block
-    pos = 0
-    for c, n in zip(probe_lists, sizes):
-        s, e = starts[c], ends[c]
-        if n == e - s and (mask is None or not mask.lists[c]):  # a plain block: one pass, straight into the buffer
-            seg = buf[pos:pos + n]
-            _row_dots(X[s:e], qm, out=seg)
-            if lists.row_bias is not None: seg += lists.row_bias[s:e]
-            if lists.row_scale is not None: seg *= lists.row_scale[s:e]
-            if rowmap is not None: rowmap[pos:pos + n] = np.arange(s, e)
-        else:
-            if rowmap is None:
-                rowmap = np.full(total, -1, np.int64)
-                done = [np.arange(starts[c2], starts[c2] + n2) for c2, n2 in zip(probe_lists, sizes)]
-                if pos: rowmap[:pos] = np.concatenate(done)[:pos]
-            S, rows = lists.score(qm[None], c, mask)
-            if S is not None:
-                m = S.shape[1]
-                buf[pos:pos + m] = S[0]
-                rowmap[pos:pos + m] = np.arange(rows, rows + m) if isinstance(rows, int) else rows
-        pos += n
-    kk = min(k, total)
-    top = np.argpartition(buf, kk - 1)[:kk] if total > kk else np.arange(total)
-    top = top[np.argsort(buf[top], kind='stable')]
-    if rowmap is not None: rows = rowmap[top]
+    "`grouped_scan` for one query, ((1, k) rows, (1, k) scores): one kernel call over all its lists."
+    starts, ends, tails = _segments(lists, probe_lists)
+    hs, hr = empty_heaps(1, k)
+    bias, scale = _or_none(lists.row_bias, NO_F32), _or_none(lists.row_scale, NO_F32)
+    allowed = NO_BOOL if mask is None else mask.allowed
+    if lists.codes is None: scan_flat(lists.view.matrix, qm, starts, ends, tails, bias, scale, allowed, hs[0], hr[0])
     else:
-        cum = np.cumsum([0] + sizes)
-        j = np.searchsorted(cum, top, side='right') - 1
-        rows = np.array([starts[probe_lists[i]] for i in j.tolist()], np.int64) + top - cum[j]
-    out_rows, out_scores = np.full(k, -1, np.int64), np.full(k, np.inf, np.float32)
-    out_rows[:kk], out_scores[:kk] = rows, buf[top]
-    out_rows[~np.isfinite(out_scores)] = -1
-    return out_rows[None], out_scores[None]
+        qs, q0 = lists.sq.tables(qm[None])
+        scan_sq8(lists.codes, qs[0], q0[0], starts, ends, tails, bias, scale, allowed, hs[0], hr[0])
+    return sorted_heaps(hs, hr, k)
+
+# %% ../nbs/02_inverted_lists.ipynb #be04a155
+class ScalarQuantizer:
+    "8-bit codes per dimension: `x_j ≈ vmin_j + scale_j · code_j` (FAISS's `QT_8bit`), with the range clipped at quantiles."
+    def __init__(self, vmin, scale): self.vmin, self.scale = np.asarray(vmin, np.float32), np.asarray(scale, np.float32)
+    @classmethod
+    def train(cls, X, clip:float=0.999, max_rows:int=65536, seed:int=0):
+        "The range of each dimension: the `1-clip` and `clip` quantiles of (at most `max_rows` of) the rows of `X`."
+        if len(X) > max_rows: X = X[np.sort(np.random.default_rng(seed).choice(len(X), max_rows, replace=False))]
+        lo, hi = np.quantile(np.asarray(X, np.float32), [1 - clip, clip], axis=0)
+        return cls(lo, np.maximum((hi - lo) / 255, 1e-30))
+    def __repr__(self): return f"ScalarQuantizer({len(self.vmin)} dimensions)"
+
+# %% ../nbs/02_inverted_lists.ipynb #cd45527b
+@patch
+def encode(self:ScalarQuantizer, X, block:int=65536) -> np.ndarray:
+    "uint8 codes of the rows of `X`, clipped to the trained range."
+    out = np.empty(np.shape(X), np.uint8)
+    for i in range(0, len(X), block):
+        out[i:i + block] = np.clip(np.rint((np.asarray(X[i:i + block], np.float32) - self.vmin) / self.scale), 0, 255)
+    return out
+
+@patch
+def decode(self:ScalarQuantizer, C) -> np.ndarray: return self.vmin + self.scale * np.asarray(C, np.float32)
+
+@patch
+def tables(self:ScalarQuantizer, Qm):
+    "The scaled queries `Qm·scale` and constants `Qm·vmin`: `Qm·x ≈ q0 + codes·Qs`."
+    Qm = np.atleast_2d(Qm)
+    return np.ascontiguousarray(Qm * self.scale, np.float32), (Qm @ self.vmin).astype(np.float32)
+
+# %% ../nbs/02_inverted_lists.ipynb #9bff91a3
+def rerank(Qm,                  # (nq, d) transformed queries
+           rows,                # (nq, m) candidate rows, -1 for none
+           lists:InvertedLists, # the lists: their float32 rows and per-row terms
+           k:int,               # results per query
+          ):
+    "The `k` best of each query's candidate rows, scored exactly with the float32 rows, nearest first."
+    scores = np.empty(rows.shape, np.float32)
+    rescore(lists.view.matrix, Qm, np.ascontiguousarray(rows), _or_none(lists.row_bias, NO_F32), _or_none(lists.row_scale, NO_F32), scores)
+    hs, hr = empty_heaps(len(rows), k)
+    push_rows(hs, hr, scores, rows)
+    return sorted_heaps(hs, hr, k)

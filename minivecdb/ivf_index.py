@@ -4,11 +4,13 @@
 
 # %% ../nbs/01_ivf_index.ipynb #2533831c
 from __future__ import annotations
+import time
 import numpy as np
 from fastcore.basics import patch, store_attr
 from fastcore.foundation import L
 from .vector_storage import VectorStorage, StorageView, CorruptStoreError, MAX_VALUE
-from .invlists import CoarseQuantizer, InvertedLists, blas_single_thread, grouped_scan, normalise, row_terms, scan_one, _all_unit
+from .kernels import NO_ROWS, empty_heaps, sorted_heaps, push_block
+from .invlists import CoarseQuantizer, InvertedLists, blas_single_thread, grouped_scan, normalise, row_terms, scan_one, _all_unit, ScalarQuantizer, rerank, rank_batch
 
 # %% auto #0
 __all__ = ['func_map', 'vers', 'euclidean', 'neg_dot', 'pairwise_distances', 'nearest_centroids', 'default_n_clusters',
@@ -136,20 +138,24 @@ class IVFIndex:
         distance_fn:str="cosine",# 'cosine', 'euclidean' or 'dot'
         n_clusters:int=None,     # number of inverted lists; None picks `default_n_clusters(len(storage))` at build
         seed:int=0,              # seeds k-means and its training sample
+        codec:str='flat',        # how lists hold vectors: 'flat' (float32 rows) or 'sq8' (8-bit codes, re-ranked with the rows)
+        rerank:int=4,            # sq8: candidates re-scored with the float rows, as a multiple of k
     ):
         if not isinstance(storage, VectorStorage):
             raise TypeError(f"storage must be a VectorStorage, got {type(storage).__name__}: put the vectors in one first "
                             "(s = VectorStorage(d); s.add_bulk(vectors))")
         _check_metric(distance_fn); _check_positive(nprobe, 'nprobe'); _check_seed(seed)
         if n_clusters is not None: _check_positive(n_clusters, 'n_clusters')
+        if codec not in ('flat', 'sq8'): raise ValueError(f"unknown codec {codec!r}: choose 'flat' (float32 lists) or 'sq8' (8-bit lists)")
+        _check_positive(rerank, 'rerank')
         store_attr()
-        self.centroids, self._lists, self._replaced = None, None, False
+        self.centroids, self._lists, self._replaced, self._sq, self._codes, self.calibration = None, None, False, None, None, None
 
     def __repr__(self):
         lists = self._lists
         if lists is None: return f"IVFIndex(not built: {len(self.storage)} vectors, distance_fn={self.distance_fn!r}, nprobe={self.nprobe})"
         sz = lists.list_live
-        return (f"IVFIndex({int(sz.sum())} vectors in {lists.n_lists} lists, distance_fn={self.distance_fn!r}, nprobe={self.nprobe})\n"
+        return (f"IVFIndex({int(sz.sum())} vectors in {lists.n_lists} lists, distance_fn={self.distance_fn!r}, codec={self.codec!r}, nprobe={self.nprobe})\n"
                 f"Average list size: {sz.sum() / len(sz):.1f}, Max: {int(sz.max())}")
 
 # %% ../nbs/01_ivf_index.ipynb #a449afbc
@@ -175,6 +181,13 @@ def _grown(a:np.ndarray, n:int, fill) -> np.ndarray:
     out[:len(a)] = a
     return out
 
+def _grown_rows(a:np.ndarray, n:int) -> np.ndarray:
+    "`_grown` for a 2-D array: `a` if it has `n` rows, else a copy with at least twice as many (zeros beyond)."
+    if len(a) >= n: return a
+    out = np.zeros((max(n, 2 * len(a), 16), a.shape[1]), a.dtype)
+    out[:len(a)] = a
+    return out
+
 # %% ../nbs/01_ivf_index.ipynb #5fc0a4de
 @patch
 def _assign(self:IVFIndex, X) -> np.ndarray:
@@ -186,15 +199,16 @@ def _assign(self:IVFIndex, X) -> np.ndarray:
 def _publish(self:IVFIndex, view:StorageView):
     "Make the writer's current lists what readers see: one new `InvertedLists`, swapped in by one assignment."
     self._lists = InvertedLists(view, self._quantizer, self.offsets, self._list_of_row, self._row_term, self._unit,
-                                self._tail_rows, self._tail_offsets, self._dead_per_list)
+                                self._tail_rows, self._tail_offsets, self._dead_per_list, self._codes, self._sq)
 
 # %% ../nbs/01_ivf_index.ipynb #022f25cc
 @patch
-def _adopt(self:IVFIndex, view:StorageView, list_of_row:np.ndarray, row_term=None):
+def _adopt(self:IVFIndex, view:StorageView, list_of_row:np.ndarray, row_term=None, codes=None):
     "Take rows grouped by list (no tail, no dead rows) as the writer's layout (published with the storage's change)."
     fresh = InvertedLists.from_rows(view, self._quantizer, list_of_row, row_term)
     self.offsets, self._list_of_row, self._row_term, self._unit = fresh.offsets, fresh.list_of_row, fresh.row_term, fresh.unit
     self._tail_rows, self._tail_offsets = np.zeros(0, np.int64), None
+    if self._sq is not None: self._codes = self._sq.encode(view.matrix[:view.n_rows]) if codes is None else codes
     self._dead_per_list = np.zeros(len(self.centroids), np.int64)
     self._layout_version, self._n_rows_seen, self._n_dead_seen = view.layout_version, view.n_rows, view.n_dead
 
@@ -230,6 +244,7 @@ def build(self:IVFIndex):
         centroids, preds = run_kmeans(X, k, seed=self.seed, spherical=self.distance_fn != 'euclidean')
         shift = X.mean(0, dtype=np.float64).astype(np.float32) if self.distance_fn == 'euclidean' else None
         self.centroids, self._quantizer = centroids, CoarseQuantizer(centroids, self.distance_fn, shift)
+        self._sq = ScalarQuantizer.train(X, seed=self.seed) if self.codec == 'sq8' else None
         self.list_of_id = np.full(view.next_id, -1, np.int32)
         self.list_of_id[view.row_ids[rows]] = preds if len(train) == len(rows) else self._assign(view.matrix[rows])
         s.watch(self._on_change, self._on_replaced)
@@ -250,6 +265,7 @@ def _absorb_rows(self:IVFIndex, view:StorageView):
     if term is not None:
         self._row_term = _grown(self._row_term, hi, 0); self._row_term[lo:hi] = term
         self._unit = self._unit and _all_unit(term, self.distance_fn)
+    if self._sq is not None: self._codes = _grown_rows(self._codes, hi); self._codes[lo:hi] = self._sq.encode(view.matrix[lo:hi])
     tail = np.arange(self.offsets[-1], hi)
     tail_lists = self._list_of_row[tail]
     self._tail_rows = tail[np.argsort(tail_lists, kind='stable')]
@@ -348,21 +364,23 @@ def _check_queries(queries, d:int) -> np.ndarray:
 
 # %% ../nbs/01_ivf_index.ipynb #66c7e626
 @patch
-def _search(self:IVFIndex, lists:InvertedLists, queries, k, nprobe, where):
+def _search(self:IVFIndex, lists:InvertedLists, queries, k, nprobe, where, rerank_k=None):
     "`search_batch` on the given snapshot of the lists."
     k = _check_positive(k, 'k')
     nprobe = _check_positive(self.nprobe if nprobe is None else nprobe, 'nprobe')
     Q = _check_queries(queries, lists.view.dimension)
     k = min(k, max(len(lists.view), 1))  # never more results than stored vectors
     mask, n_allowed = lists.row_mask(None if where is None else lists.view.where_mask(where))
+    m = k if lists.codes is None else k * _check_positive(self.rerank if rerank_k is None else rerank_k, 'rerank')  # candidates to keep
     quantizer = lists.quantizer
     Qm = quantizer.transform(Q)
-    if len(Q) >= 64: probes, list_scores = quantizer.rank(Qm, nprobe)  # a big product: let BLAS use the caller's threads
     with blas_single_thread() as n_threads:
-        if len(Q) < 64: probes, list_scores = quantizer.rank(Qm, nprobe)
+        n_threads = n_threads if len(Q) >= 64 else 1
+        probes, list_scores = rank_batch(quantizer, Qm, nprobe, n_threads)
         probes = _probe_until_k(probes, list_scores, n_allowed, k)
-        if len(Q) == 1: rows, scores = scan_one(Qm[0], probes[0][probes[0] >= 0].tolist(), lists, k, mask)
-        else: rows, scores = grouped_scan(Qm, probes, lists, k, mask, n_threads=n_threads if len(Q) >= 64 else 1)
+        if len(Q) == 1: rows, scores = scan_one(Qm[0], probes[0][probes[0] >= 0], lists, m, mask)
+        else: rows, scores = grouped_scan(Qm, probes, lists, m, mask, n_threads=n_threads)
+        if lists.codes is not None: rows, scores = rerank(Qm, rows, lists, k)
     rows, dist = _to_distances(lists, Q, rows, scores)
     found = rows >= 0
     if found.all(): return lists.view.row_ids[rows], dist
@@ -377,9 +395,10 @@ def search_batch(self:IVFIndex,
     k:int=5,            # neighbours per query (at most the number of stored vectors)
     nprobe:int=None,    # lists scanned per query; defaults to the index's `nprobe`
     where=None,         # metadata filter: dict (field -> value or list of values) or callable(metadata) -> bool
+    rerank:int=None,    # sq8: candidates re-scored exactly, as a multiple of k; defaults to the index's `rerank`
 ):
     "Ids (nq, k) int64 and distances (nq, k) float32 of the nearest vectors, nearest first, padded with -1 / inf."
-    return self._search(self._reader_lists(), queries, k, nprobe, where)
+    return self._search(self._reader_lists(), queries, k, nprobe, where, rerank)
 
 # %% ../nbs/01_ivf_index.ipynb #99b93744
 @patch
@@ -406,6 +425,150 @@ def search_records(self:IVFIndex,
     ids, dist = self._search(lists, query_vector, k, nprobe, where)
     view = lists.view
     return L((i, d, view.metadata(view.row_of(i))) for i, d in zip(ids[0].tolist(), dist[0].tolist()) if i >= 0)
+
+# %% ../nbs/01_ivf_index.ipynb #a0b04b0c
+def _flat_scores(lists:InvertedLists, Qm, lo:int, hi:int) -> np.ndarray:
+    "Float32 scan scores (nq, hi - lo) of rows lo:hi for transformed queries `Qm`, as a flat scan computes them."
+    S = Qm @ lists.view.matrix[lo:hi].T
+    if lists.row_bias is not None: S += lists.row_bias[lo:hi]
+    if lists.row_scale is not None: S *= lists.row_scale[lo:hi]
+    return S
+
+def _brute_force(lists:InvertedLists, Qm, k:int, allowed=None, block:int=16384):
+    "Rows (nq, k) of the k best scores over every allowed row (live rows by default), nearest first, -1 for none."
+    allowed, hs, hr = lists.view.alive if allowed is None else allowed, *empty_heaps(len(Qm), k)
+    everyone = np.arange(len(Qm))
+    for lo in range(0, lists.view.n_rows, block):
+        S = _flat_scores(lists, Qm, lo, min(lo + block, lists.view.n_rows))
+        S[:, ~allowed[lo:lo + block]] = np.inf
+        push_block(hs, hr, everyone, S, lo, NO_ROWS)
+    return sorted_heaps(hs, hr, k)[0]
+
+# %% ../nbs/01_ivf_index.ipynb #653b0fad
+def _as_flat(lists:InvertedLists) -> InvertedLists:
+    "The same lists scored with their float32 rows (no codes): what the lists can reach without quantisation."
+    if lists.codes is None: return lists
+    return InvertedLists(lists.view, lists.quantizer, lists.offsets, lists.list_of_row, lists.row_term, lists.unit,
+                         lists.tail_rows, lists.tail_offsets, lists.dead_per_list)
+
+@patch
+def _held_out_recall(self:IVFIndex, lists, Q, qids, truth, k, nprobe, rerank_k=None) -> float:
+    "Recall@k of a search of stored vectors `Q` (ids `qids`) against `truth`, each query's own id left out."
+    found = self._search(lists, Q, k + 1, nprobe, None, rerank_k)[0]
+    return float(np.mean([len(set([i for i in f if i != q][:k]) & t) / k for f, q, t in zip(found.tolist(), qids.tolist(), truth)]))
+
+# %% ../nbs/01_ivf_index.ipynb #c7e61ac5
+def _probes_needed(lists:InvertedLists, Qm, truth_rows) -> np.ndarray:
+    "For each true neighbour (row) of each query, the rank of its list among the centroids for that query (1 = nearest)."
+    order = lists.quantizer.rank(Qm, lists.n_lists)[0]
+    rank_of = np.empty_like(order)
+    rank_of[np.arange(len(Qm))[:, None], order] = np.arange(1, lists.n_lists + 1)
+    return rank_of[np.arange(len(Qm))[:, None], lists.list_of_row[truth_rows]]
+
+_RERANK_STEPS = (1, 2, 3, 4, 6, 8, 12, 16)
+
+# %% ../nbs/01_ivf_index.ipynb #b08b0ba3
+@patch
+def calibrate(self:IVFIndex,
+    target_recall:float=0.95, # recall@k the searches should reach
+    k:int=10,                 # neighbours the recall counts
+    n_queries:int=500,        # stored vectors drawn as held-out queries
+    seed:int=0,               # seeds the draw
+) -> dict:
+    "Set the cheapest `nprobe` (and `rerank` for sq8) whose recall@k on held-out stored vectors reaches `target_recall`; returns the report."
+    if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) or not 0 < target_recall <= 1:
+        raise ValueError(f"target_recall must be a number in (0, 1], got {target_recall!r}")
+    k, n_queries, t0 = _check_positive(k, 'k'), _check_positive(n_queries, 'n_queries'), time.perf_counter()
+    lists = self._reader_lists()
+    view, live = lists.view, np.flatnonzero(lists.view.alive)
+    if len(live) < 2: raise ValueError(f"calibrate needs at least 2 stored vectors, the index has {len(live)}")
+    k = min(k, len(live) - 1)
+    qrows = np.sort(np.random.default_rng(seed).choice(live, min(n_queries, len(live)), replace=False))
+    Q, qids, Qm = view.matrix[qrows], view.row_ids[qrows], lists.quantizer.transform(view.matrix[qrows])
+    best = _brute_force(lists, Qm, k + 1)
+    truth_rows = np.stack([b[(b >= 0) & (b != r)][:k] for b, r in zip(best, qrows)])
+    need = np.sort(_probes_needed(lists, Qm, truth_rows).ravel())  # flat lists find a true neighbour iff its list is probed
+    nprobe = int(need[min(len(need) - 1, int(np.ceil(target_recall * len(need))) - 1)])
+    truth = [set(view.row_ids[t].tolist()) for t in truth_rows]
+    recall = lambda p, rr=None: self._held_out_recall(lists, Q, qids, truth, k, p, rr)
+    rr, sq8 = None, lists.codes is not None
+    while sq8 and nprobe < lists.n_lists and recall(nprobe, _RERANK_STEPS[-1]) < target_recall: nprobe = max(nprobe + 1, int(nprobe * 1.1))
+    nprobe = min(nprobe, lists.n_lists)
+    if sq8: rr = next((r for r in _RERANK_STEPS if recall(nprobe, r) >= target_recall), _RERANK_STEPS[-1])
+    got, ceiling = recall(nprobe, rr), float(np.mean(need <= nprobe))
+    report = dict(target_recall=target_recall, k=k, n_queries=len(Q), nprobe=nprobe, rerank=rr, recall=round(got, 4),
+                  lost_to_probing=round(1 - ceiling, 4), lost_to_quantisation=round(max(ceiling - got, 0.0), 4) if sq8 else 0.0,
+                  reached=got >= target_recall, seconds=round(time.perf_counter() - t0, 3))
+    self.nprobe, self.calibration = nprobe, report
+    if sq8: self.rerank = rr
+    return report
+
+# %% ../nbs/01_ivf_index.ipynb #f952e0ba
+def _ordinal(n:int) -> str: return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+@patch
+def _explain_rank(self:IVFIndex, lists, Q, row, k, allowed) -> dict:
+    "Exact rank of `row` among the allowed rows for the one query `Q`, its distance and the k-th nearest's."
+    Qm = lists.quantizer.transform(Q)
+    s_row = _flat_scores(lists, Qm, row, row + 1)[0, 0]
+    better = sum(int(((_flat_scores(lists, Qm, lo, min(lo + 65536, lists.view.n_rows))[0] < s_row) & allowed[lo:lo + 65536]).sum())
+                 for lo in range(0, lists.view.n_rows, 65536))
+    kth = _brute_force(lists, Qm, k, allowed)[0]
+    kth = kth[kth >= 0][-1]
+    dist = pairwise_distances(Q, lists.view.matrix[[row, kth]], self.distance_fn)[0]
+    return dict(exact_rank=better + 1, distance=round(float(dist[0]), 6), kth_distance=round(float(dist[1]), 6))
+
+# %% ../nbs/01_ivf_index.ipynb #d37ffe3e
+@patch
+def _explain_codes(self:IVFIndex, lists, Q, row, probed, allowed) -> int:
+    "Rank of `row` by its 8-bit score among the allowed rows of the `probed` lists (1 = best)."
+    Qs, q0 = lists.sq.tables(lists.quantizer.transform(Q))
+    rows = np.concatenate([np.arange(r, lists.ends[c]) if isinstance(r := lists.rows(c), int) else r for c in probed])
+    rows = rows[allowed[rows]]
+    S = Qs @ lists.codes[rows].astype(np.float32).T + q0[:, None]
+    if lists.row_bias is not None: S += lists.row_bias[rows]
+    if lists.row_scale is not None: S *= lists.row_scale[rows]
+    return int((S[0] < S[0, rows == row][0]).sum()) + 1
+
+# %% ../nbs/01_ivf_index.ipynb #68d1a1a4
+@patch
+def explain(self:IVFIndex,
+    query,              # one query vector (d,)
+    id:int,             # the vector whose presence or absence is explained
+    k:int=10,           # results the search returns
+    nprobe:int=None,    # lists probed; the index's `nprobe` by default
+    where=None,         # the search's metadata filter
+    rerank:int=None,    # sq8: the search's `rerank`; the index's by default
+) -> dict:
+    "Why `id` is or is not among the `k` results of `search_batch(query, k, nprobe, where)`, with the numbers: a `reason` and its figures."
+    lists = self._reader_lists()
+    view, Q = lists.view, _check_queries(query, lists.view.dimension)
+    if len(Q) != 1: raise ValueError(f"explain takes one query vector, got {len(Q)}")
+    k, nprobe = _check_positive(k, 'k'), _check_positive(self.nprobe if nprobe is None else nprobe, 'nprobe')
+    rr = _check_positive(self.rerank if rerank is None else rerank, 'rerank')
+    found = self._search(lists, Q, k, nprobe, where, rr)[0][0].tolist()
+    out, row = dict(id=id, k=k, nprobe=nprobe), view.row_of(id)
+    if row < 0:
+        issued = isinstance(id, (int, np.integer)) and not isinstance(id, bool) and 0 <= id < view.next_id
+        return {**out, 'found': False, 'reason': f"id {id} was deleted" if issued else f"no vector has id {id!r}"}
+    allowed = view.alive if where is None else view.where_mask(where) & view.alive
+    if not allowed[row]: return {**out, 'found': False, 'reason': f"id {id} is filtered out: its metadata {view.metadata(row)} does not match where={where!r}"}
+    out.update(self._explain_rank(lists, Q, row, k, allowed))
+    c = int(self.list_of_id[id])
+    probes, scores = lists.quantizer.rank(lists.quantizer.transform(Q), nprobe)
+    probed = _probe_until_k(probes, scores, lists.row_mask(None if where is None else allowed)[1], k)[0]
+    probed = probed[probed >= 0].tolist()
+    ranked = lists.quantizer.rank(lists.quantizer.transform(Q), lists.n_lists)[0][0].tolist()
+    out.update(list=c, list_rank=ranked.index(c) + 1, lists_probed=len(probed), found=id in found)
+    if id in found: return {**out, 'reason': f"found at position {found.index(id) + 1} of {k}"}
+    if out['exact_rank'] > k:
+        return {**out, 'reason': f"not among the {k} nearest: it is the {_ordinal(out['exact_rank'])} nearest (distance {out['distance']:.4g}; the {_ordinal(k)} is at {out['kth_distance']:.4g})"}
+    if c not in probed:
+        return {**out, 'reason': f"its list ({c}) ranks {_ordinal(out['list_rank'])} of {lists.n_lists} for this query and {len(probed)} were probed: use nprobe >= {out['list_rank']}"}
+    if lists.codes is not None:
+        a = self._explain_codes(lists, Q, row, probed, allowed)
+        if a > rr * k: return {**out, 'rerank': rr, 'code_rank': a, 'reason': f"pushed out by 8-bit quantisation: its 8-bit score ranks {_ordinal(a)} in the probed lists, past the {rr * k} candidates re-scored: use rerank >= {-(-a // k)}"}
+    return {**out, 'reason': f"tied at the {_ordinal(k)} distance with a vector that was returned"}
 
 # %% ../nbs/01_ivf_index.ipynb #502e70d3
 @patch
@@ -439,11 +602,13 @@ def save(self:IVFIndex, path):
         view = s.view()
         if view.n_dead or len(self._tail_rows): self._relayout(view); view = s.view()
         settings = dict(nprobe=self.nprobe, distance_fn=self.distance_fn, n_clusters=self.n_clusters,
-                        seed=self.seed, unit=self._unit, format=1)
+                        seed=self.seed, unit=self._unit, codec=self.codec, rerank=self.rerank,
+                        calibration=self.calibration, format=1)
         extras = dict(ivf_centroids=self.centroids, ivf_offsets=self.offsets, ivf_list_of_id=self.list_of_id[:view.next_id],
                       ivf_settings=settings)
         if self._row_term is not None: extras['ivf_row_cache'] = self._row_term[:view.n_rows]
         if self._quantizer.shift is not None: extras['ivf_shift'] = self._quantizer.shift
+        if self._sq is not None: extras.update(ivf_codes=self._codes[:view.n_rows], ivf_sq8_vmin=self._sq.vmin, ivf_sq8_scale=self._sq.scale)
         s.save(path, extras=extras)
 
 # %% ../nbs/01_ivf_index.ipynb #b8715f40
@@ -459,7 +624,7 @@ def load(cls:IVFIndex,
     cfg, keys = ex['ivf_settings'], ('nprobe', 'distance_fn', 'n_clusters', 'seed')
     if not isinstance(cfg, dict) or not all(k in cfg for k in keys) or not all(isinstance(ex.get(k), np.ndarray) for k in ('ivf_centroids', 'ivf_offsets', 'ivf_list_of_id')):
         raise CorruptStoreError(f"{path} is corrupt: its index settings or sections are missing or of the wrong type")
-    try: index = cls(s, **{k: cfg[k] for k in keys})
+    try: index = cls(s, **{k: cfg[k] for k in keys}, codec=cfg.get('codec', 'flat'), rerank=cfg.get('rerank', 4))
     except (TypeError, ValueError) as e: raise CorruptStoreError(f"{path} is corrupt: its index settings are invalid ({e})") from None
     view = s.view()
     centroids = np.asarray(ex['ivf_centroids'], np.float32)
@@ -472,13 +637,20 @@ def load(cls:IVFIndex,
         index.centroids = centroids
         index._quantizer = CoarseQuantizer(centroids, index.distance_fn, ex.get('ivf_shift'))
         index.list_of_id = np.array(list_of_id, np.int32)
+        index.calibration = cfg.get('calibration')
+        codes = None
+        if index.codec == 'sq8':
+            if not all(isinstance(ex.get(k), np.ndarray) for k in ('ivf_codes', 'ivf_sq8_vmin', 'ivf_sq8_scale')):
+                raise CorruptStoreError(f"{path} is corrupt: its 8-bit index has no codes or quantiser tables")
+            index._sq = ScalarQuantizer(ex['ivf_sq8_vmin'], ex['ivf_sq8_scale'])
+            if ex['ivf_codes'].shape == (view.n_rows, s.dimension): codes = np.array(ex['ivf_codes'], np.uint8)  # in RAM, even when the rows are mapped
         s.watch(index._on_change, index._on_replaced)
         lor = index.list_of_id[view.row_ids]
         in_order = offsets[-1] == view.n_rows and not (lor < 0).any() and np.array_equal(np.repeat(np.arange(k), np.diff(offsets)), lor)
         if in_order:
             term = ex.get('ivf_row_cache')
             ok = term is not None and len(term) == view.n_rows and index.distance_fn != 'dot'
-            index._adopt(view, lor, np.asarray(term, np.float32) if ok else None)
+            index._adopt(view, lor, np.asarray(term, np.float32) if ok else None, codes)
             index._publish(view)
         elif str(path).lower().endswith('.json'): index._relayout(view)  # JSON keeps rows in id order: lay them out (published on release)
         else: raise CorruptStoreError(f"{path}: the index's lists do not match the stored rows")

@@ -71,6 +71,7 @@ def _readers_with_writer(t, seconds, metric="cosine"):
     allv = make_data(n0 + n_new, D, seed=51)
     s, ix = make_index(allv[:n0], metric, n_clusters=16, metadatas=[dict(i=i) for i in range(n0)])
     nlist = 16
+    ix.search_batch(allv[:2], k=2)  # loads the compiled kernels, and the BLAS library numba links, before counting
     blas0 = blas_threads()
     errors, bad, lock = Errors(), [0, []], threading.Lock()
     stop = threading.Event()
@@ -206,6 +207,7 @@ def blas_threads_unchanged(t):
     sys.setswitchinterval(1e-5)  # switch threads often: overlapping save/restore of a global setting shows at once
     X = make_data(4000, D, seed=57)
     s, ix = make_index(X, "cosine", n_clusters=16, nprobe=4)
+    ix.search_batch(X[:2], k=2)  # loads the compiled kernels, and the BLAS library numba links, before counting
     before = blas_threads()
     if not before: return ok("no BLAS found by threadpoolctl")
     errors = Errors()
