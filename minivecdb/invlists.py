@@ -19,6 +19,7 @@ __all__ = ['normalise', 'query_transform', 'rank_lists', 'row_terms', 'CoarseQua
 def normalise(X):
     "Rows of `X` scaled to unit length (float32); zero rows stay zero, and tiny or huge rows lose no precision."
     X = np.atleast_2d(np.asarray(X, np.float32))
+    if len(X) == 1 and 1e-7 < (n := float(np.sqrt(X[0] @ X[0]))) < 1e15: return X / np.float32(n)  # one query: cheaper calls
     norm = np.linalg.norm(X, axis=1, keepdims=True)
     if norm.size and 1e-15 < norm.min() and norm.max() < 1e15: return X / norm  # the usual case: one pass
     top = np.abs(X).max(axis=1, keepdims=True)
@@ -222,11 +223,12 @@ def _split(items, weights, n):
 
 _pools, _pools_lock = {}, threading.Lock()
 def _run(fn, chunks, n_threads):
-    "`fn` over `chunks`, on a shared pool of `n_threads` threads when there is more than one chunk."
+    "`fn` over `chunks`: the first in the calling thread, the others on a shared pool of `n_threads` threads."
     if len(chunks) == 1 or n_threads <= 1: return [fn(c) for c in chunks]
     with _pools_lock:
         if n_threads not in _pools: _pools[n_threads] = ThreadPoolExecutor(n_threads, thread_name_prefix='minivecdb-scan')
-    return list(_pools[n_threads].map(fn, chunks))
+    rest = [_pools[n_threads].submit(fn, c) for c in chunks[1:]]
+    return [fn(chunks[0])] + [f.result() for f in rest]  # the caller works too: one hand-off fewer
 
 # %% ../nbs/02_inverted_lists.ipynb #39f74ab3
 def _openblas_threads():
@@ -318,13 +320,8 @@ def _segments(lists:InvertedLists, probe_lists):
 def _or_none(a, none): return none if a is None else a
 
 # %% ../nbs/02_inverted_lists.ipynb #0e45613c
-def scan_one(qm,                  # (d,) one transformed query
-             probe_lists,         # the lists to scan
-             lists:InvertedLists, # the lists and how to score them
-             k:int,               # results wanted
-             mask:RowMask=None,   # rows the scan may not return
-            ):
-    "`grouped_scan` for one query, ((1, k) rows, (1, k) scores): one kernel call over all its lists."
+def _scan_lists(qm, probe_lists, lists:InvertedLists, k:int, mask:RowMask=None):
+    "The (1, k) heaps of one query's scores over the lists `probe_lists`: one kernel call (unsorted)."
     starts, ends, tails = _segments(lists, probe_lists)
     hs, hr = empty_heaps(1, k)
     bias, scale = _or_none(lists.row_bias, NO_F32), _or_none(lists.row_scale, NO_F32)
@@ -333,6 +330,21 @@ def scan_one(qm,                  # (d,) one transformed query
     else:
         qs, q0 = lists.sq.tables(qm[None])
         scan_sq8(lists.codes, qs[0], q0[0], starts, ends, tails, bias, scale, allowed, hs[0], hr[0])
+    return hs, hr
+
+def scan_one(qm,                  # (d,) one transformed query
+             probe_lists,         # the lists to scan
+             lists:InvertedLists, # the lists and how to score them
+             k:int,               # results wanted
+             mask:RowMask=None,   # rows the scan may not return
+             n_threads:int=1,     # threads to split the lists over, when there are enough rows to repay a hand-off
+            ):
+    "`grouped_scan` for one query, ((1, k) rows, (1, k) scores): one kernel call per thread over its share of the lists."
+    probe_lists = np.asarray(probe_lists, np.int64)
+    if n_threads > 1 and lists.list_rows[probe_lists].sum() >= 16384 * n_threads and len(probe_lists) >= 2 * n_threads:
+        (hs, hr), *others = _run(lambda p: _scan_lists(qm, p, lists, k, mask), np.array_split(probe_lists, n_threads), n_threads)
+        for h, r in others: push_rows(hs, hr, h, r)
+    else: hs, hr = _scan_lists(qm, probe_lists, lists, k, mask)
     return sorted_heaps(hs, hr, k)
 
 # %% ../nbs/02_inverted_lists.ipynb #be04a155

@@ -375,11 +375,10 @@ def _search(self:IVFIndex, lists:InvertedLists, queries, k, nprobe, where, reran
     quantizer = lists.quantizer
     Qm = quantizer.transform(Q)
     with blas_single_thread() as n_threads:
-        n_threads = n_threads if len(Q) >= 64 else 1
-        probes, list_scores = rank_batch(quantizer, Qm, nprobe, n_threads)
+        probes, list_scores = rank_batch(quantizer, Qm, nprobe, n_threads if len(Q) >= 64 else 1)
         probes = _probe_until_k(probes, list_scores, n_allowed, k)
-        if len(Q) == 1: rows, scores = scan_one(Qm[0], probes[0][probes[0] >= 0], lists, m, mask)
-        else: rows, scores = grouped_scan(Qm, probes, lists, m, mask, n_threads=n_threads)
+        if len(Q) == 1: rows, scores = scan_one(Qm[0], probes[0][probes[0] >= 0], lists, m, mask, n_threads)
+        else: rows, scores = grouped_scan(Qm, probes, lists, m, mask, n_threads if len(Q) >= 64 else 1)
         if lists.codes is not None: rows, scores = rerank(Qm, rows, lists, k)
     rows, dist = _to_distances(lists, Q, rows, scores)
     found = rows >= 0
