@@ -364,8 +364,9 @@ class ScalarQuantizer:
 def encode(self:ScalarQuantizer, X, block:int=65536) -> np.ndarray:
     "uint8 codes of the rows of `X`, clipped to the trained range."
     out = np.empty(np.shape(X), np.uint8)
-    for i in range(0, len(X), block):
-        out[i:i + block] = np.clip(np.rint((np.asarray(X[i:i + block], np.float32) - self.vmin) / self.scale), 0, 255)
+    with np.errstate(over='ignore'):  # far outside the trained range (a constant dimension's tiny scale): clipped anyway
+        for i in range(0, len(X), block):
+            out[i:i + block] = np.clip(np.rint((np.asarray(X[i:i + block], np.float32) - self.vmin) / self.scale), 0, 255)
     return out
 
 @patch

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_ivf_index.ipynb #2533831c
 from __future__ import annotations
-import time
+import numbers, time
 import numpy as np
 from fastcore.basics import patch, store_attr
 from fastcore.foundation import L
@@ -371,7 +371,8 @@ def _search(self:IVFIndex, lists:InvertedLists, queries, k, nprobe, where, reran
     Q = _check_queries(queries, lists.view.dimension)
     k = min(k, max(len(lists.view), 1))  # never more results than stored vectors
     mask, n_allowed = lists.row_mask(None if where is None else lists.view.where_mask(where))
-    m = k if lists.codes is None else k * _check_positive(self.rerank if rerank_k is None else rerank_k, 'rerank')  # candidates to keep
+    rr = _check_positive(self.rerank if rerank_k is None else rerank_k, 'rerank')
+    m = k if lists.codes is None else min(k * rr, max(lists.view.n_rows, k))  # candidates to keep: never more than the rows
     quantizer = lists.quantizer
     Qm = quantizer.transform(Q)
     with blas_single_thread() as n_threads:
@@ -452,17 +453,32 @@ def _as_flat(lists:InvertedLists) -> InvertedLists:
 
 @patch
 def _held_out_recall(self:IVFIndex, lists, Q, qids, truth, k, nprobe, rerank_k=None) -> float:
-    "Recall@k of a search of stored vectors `Q` (ids `qids`) against `truth`, each query's own id left out."
+    "Recall@k of a search of stored vectors `Q` (ids `qids`): the share of the k found (own id left out) in `truth`, each query's ids at most as far as its k-th nearest (ties count)."
     found = self._search(lists, Q, k + 1, nprobe, None, rerank_k)[0]
-    return float(np.mean([len(set([i for i in f if i != q][:k]) & t) / k for f, q, t in zip(found.tolist(), qids.tolist(), truth)]))
+    return float(np.mean([min(k, len(set([i for i in f if i != q][:k]) & t)) / k for f, q, t in zip(found.tolist(), qids.tolist(), truth)]))
 
 # %% ../nbs/01_ivf_index.ipynb #c7e61ac5
-def _probes_needed(lists:InvertedLists, Qm, truth_rows) -> np.ndarray:
-    "For each true neighbour (row) of each query, the rank of its list among the centroids for that query (1 = nearest)."
+def _neighbours_with_ties(lists:InvertedLists, Qm, qrows, k:int):
+    "For each query (a stored row, left out), its k nearest rows and every other row tied with the k-th: (nq, 2k+1) rows, -1 padded."
+    best = _brute_force(lists, Qm, 2 * k + 1)
+    out = np.full(best.shape, -1, np.int64)
+    for i, (b, r) in enumerate(zip(best, qrows)):
+        b = b[(b >= 0) & (b != r)]
+        s = lists.view.matrix[b] @ Qm[i]  # these rows' scores, all from one product
+        if lists.row_bias is not None: s += lists.row_bias[b]
+        if lists.row_scale is not None: s *= lists.row_scale[b]
+        kth = s[np.argsort(s, kind='stable')[min(k, len(s)) - 1]]
+        keep = b[s <= kth + 1e-6 * max(1.0, abs(float(kth)))]
+        out[i, :len(keep)] = keep
+    return out
+
+def _probes_needed(lists:InvertedLists, Qm, truth_rows, k:int) -> np.ndarray:
+    "For each query, the list ranks (1 = nearest centroid) its k nearest rows need, nearest-ranked first, ties taken as they help."
     order = lists.quantizer.rank(Qm, lists.n_lists)[0]
     rank_of = np.empty_like(order)
     rank_of[np.arange(len(Qm))[:, None], order] = np.arange(1, lists.n_lists + 1)
-    return rank_of[np.arange(len(Qm))[:, None], lists.list_of_row[truth_rows]]
+    ranks = np.where(truth_rows >= 0, rank_of[np.arange(len(Qm))[:, None], lists.list_of_row[np.maximum(truth_rows, 0)]], lists.n_lists + 1)
+    return np.sort(ranks, axis=1)[:, :k]
 
 _RERANK_STEPS = (1, 2, 3, 4, 6, 8, 12, 16)
 
@@ -475,25 +491,25 @@ def calibrate(self:IVFIndex,
     seed:int=0,               # seeds the draw
 ) -> dict:
     "Set the cheapest `nprobe` (and `rerank` for sq8) whose recall@k on held-out stored vectors reaches `target_recall`; returns the report."
-    if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) or not 0 < target_recall <= 1:
+    if isinstance(target_recall, (bool, np.bool_)) or not isinstance(target_recall, numbers.Real) or not 0 < target_recall <= 1:
         raise ValueError(f"target_recall must be a number in (0, 1], got {target_recall!r}")
-    k, n_queries, t0 = _check_positive(k, 'k'), _check_positive(n_queries, 'n_queries'), time.perf_counter()
+    k, n_queries, seed, t0 = _check_positive(k, 'k'), _check_positive(n_queries, 'n_queries'), _check_seed(seed), time.perf_counter()
     lists = self._reader_lists()
     view, live = lists.view, np.flatnonzero(lists.view.alive)
     if len(live) < 2: raise ValueError(f"calibrate needs at least 2 stored vectors, the index has {len(live)}")
     k = min(k, len(live) - 1)
     qrows = np.sort(np.random.default_rng(seed).choice(live, min(n_queries, len(live)), replace=False))
     Q, qids, Qm = view.matrix[qrows], view.row_ids[qrows], lists.quantizer.transform(view.matrix[qrows])
-    best = _brute_force(lists, Qm, k + 1)
-    truth_rows = np.stack([b[(b >= 0) & (b != r)][:k] for b, r in zip(best, qrows)])
-    need = np.sort(_probes_needed(lists, Qm, truth_rows).ravel())  # flat lists find a true neighbour iff its list is probed
+    truth_rows = _neighbours_with_ties(lists, Qm, qrows, k)
+    need = np.sort(_probes_needed(lists, Qm, truth_rows, k).ravel())  # flat lists find a true neighbour iff its list is probed
     nprobe = int(need[min(len(need) - 1, int(np.ceil(target_recall * len(need))) - 1)])
-    truth = [set(view.row_ids[t].tolist()) for t in truth_rows]
+    truth = [set(view.row_ids[t[t >= 0]].tolist()) for t in truth_rows]
     recall = lambda p, rr=None: self._held_out_recall(lists, Q, qids, truth, k, p, rr)
     rr, sq8 = None, lists.codes is not None
     while sq8 and nprobe < lists.n_lists and recall(nprobe, _RERANK_STEPS[-1]) < target_recall: nprobe = max(nprobe + 1, int(nprobe * 1.1))
     nprobe = min(nprobe, lists.n_lists)
-    if sq8: rr = next((r for r in _RERANK_STEPS if recall(nprobe, r) >= target_recall), _RERANK_STEPS[-1])
+    steps = [*_RERANK_STEPS] + [2 ** e for e in range(5, int(np.ceil(np.log2(max(2, len(live) / k)))) + 1)]  # up to every row
+    if sq8: rr = next((r for r in steps if recall(nprobe, r) >= target_recall), steps[-1])
     got, ceiling = recall(nprobe, rr), float(np.mean(need <= nprobe))
     report = dict(target_recall=target_recall, k=k, n_queries=len(Q), nprobe=nprobe, rerank=rr, recall=round(got, 4),
                   lost_to_probing=round(1 - ceiling, 4), lost_to_quantisation=round(max(ceiling - got, 0.0), 4) if sq8 else 0.0,
@@ -508,12 +524,10 @@ def _ordinal(n:int) -> str: return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 's
 @patch
 def _explain_rank(self:IVFIndex, lists, Q, row, k, allowed) -> dict:
     "Exact rank of `row` among the allowed rows for the one query `Q`, its distance and the k-th nearest's."
-    Qm = lists.quantizer.transform(Q)
-    s_row = _flat_scores(lists, Qm, row, row + 1)[0, 0]
-    better = sum(int(((_flat_scores(lists, Qm, lo, min(lo + 65536, lists.view.n_rows))[0] < s_row) & allowed[lo:lo + 65536]).sum())
-                 for lo in range(0, lists.view.n_rows, 65536))
-    kth = _brute_force(lists, Qm, k, allowed)[0]
-    kth = kth[kth >= 0][-1]
+    S = _flat_scores(lists, lists.quantizer.transform(Q), 0, lists.view.n_rows)[0]  # one product: every score rounded alike
+    S[~allowed] = np.inf
+    better = int((S < S[row]).sum())
+    kth = int(np.argpartition(S, min(k, len(S)) - 1)[min(k, len(S)) - 1])
     dist = pairwise_distances(Q, lists.view.matrix[[row, kth]], self.distance_fn)[0]
     return dict(exact_rank=better + 1, distance=round(float(dist[0]), 6), kth_distance=round(float(dist[1]), 6))
 
@@ -527,7 +541,7 @@ def _explain_codes(self:IVFIndex, lists, Q, row, probed, allowed) -> int:
     S = Qs @ lists.codes[rows].astype(np.float32).T + q0[:, None]
     if lists.row_bias is not None: S += lists.row_bias[rows]
     if lists.row_scale is not None: S *= lists.row_scale[rows]
-    return int((S[0] < S[0, rows == row][0]).sum()) + 1
+    return int((S[0] <= S[0, rows == row][0]).sum())  # ties counted ahead: the search may keep either
 
 # %% ../nbs/01_ivf_index.ipynb #68d1a1a4
 @patch
@@ -562,12 +576,13 @@ def explain(self:IVFIndex,
     if id in found: return {**out, 'reason': f"found at position {found.index(id) + 1} of {k}"}
     if out['exact_rank'] > k:
         return {**out, 'reason': f"not among the {k} nearest: it is the {_ordinal(out['exact_rank'])} nearest (distance {out['distance']:.4g}; the {_ordinal(k)} is at {out['kth_distance']:.4g})"}
+    a = None if lists.codes is None else self._explain_codes(lists, Q, row, sorted(set(probed) | set(ranked[:out['list_rank']])), allowed)
+    codes_too = f", and then rerank >= {-(-a // k)}: its 8-bit score ranks {_ordinal(a)} in those lists" if a is not None and a > rr * k else ""
     if c not in probed:
-        return {**out, 'reason': f"its list ({c}) ranks {_ordinal(out['list_rank'])} of {lists.n_lists} for this query and {len(probed)} were probed: use nprobe >= {out['list_rank']}"}
-    if lists.codes is not None:
-        a = self._explain_codes(lists, Q, row, probed, allowed)
-        if a > rr * k: return {**out, 'rerank': rr, 'code_rank': a, 'reason': f"pushed out by 8-bit quantisation: its 8-bit score ranks {_ordinal(a)} in the probed lists, past the {rr * k} candidates re-scored: use rerank >= {-(-a // k)}"}
-    return {**out, 'reason': f"tied at the {_ordinal(k)} distance with a vector that was returned"}
+        return {**out, 'reason': f"its list ({c}) ranks {_ordinal(out['list_rank'])} of {lists.n_lists} for this query and {len(probed)} were probed: use nprobe >= {out['list_rank']}{codes_too}"}
+    if a is not None and a > rr * k:
+        return {**out, 'rerank': rr, 'code_rank': a, 'reason': f"pushed out by 8-bit quantisation: its 8-bit score ranks {_ordinal(a)} in the probed lists, past the {rr * k} candidates re-scored: use rerank >= {-(-a // k)}"}
+    return {**out, 'reason': f"tied at the {_ordinal(k)} distance ({out['kth_distance']:.4g}) with a vector that was returned"}
 
 # %% ../nbs/01_ivf_index.ipynb #502e70d3
 @patch
@@ -641,8 +656,12 @@ def load(cls:IVFIndex,
         if index.codec == 'sq8':
             if not all(isinstance(ex.get(k), np.ndarray) for k in ('ivf_codes', 'ivf_sq8_vmin', 'ivf_sq8_scale')):
                 raise CorruptStoreError(f"{path} is corrupt: its 8-bit index has no codes or quantiser tables")
-            index._sq = ScalarQuantizer(ex['ivf_sq8_vmin'], ex['ivf_sq8_scale'])
-            if ex['ivf_codes'].shape == (view.n_rows, s.dimension): codes = np.array(ex['ivf_codes'], np.uint8)  # in RAM, even when the rows are mapped
+            vmin, scale = ex['ivf_sq8_vmin'], ex['ivf_sq8_scale']
+            if vmin.shape != (s.dimension,) or scale.shape != (s.dimension,) or not (np.isfinite(vmin).all() and np.isfinite(scale).all() and (scale > 0).all()):
+                raise CorruptStoreError(f"{path} is corrupt: its 8-bit quantiser tables are not {s.dimension} finite values with positive steps")
+            index._sq = ScalarQuantizer(vmin, scale)
+            if ex['ivf_codes'].shape == (view.n_rows, s.dimension) and ex['ivf_codes'].dtype == np.uint8:
+                codes = np.array(ex['ivf_codes'])  # in RAM, even when the rows are mapped; codes of another shape or type are re-encoded
         s.watch(index._on_change, index._on_replaced)
         lor = index.list_of_id[view.row_ids]
         in_order = offsets[-1] == view.n_rows and not (lor < 0).any() and np.array_equal(np.repeat(np.arange(k), np.diff(offsets)), lor)

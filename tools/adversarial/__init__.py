@@ -11,3 +11,4 @@ def load_all():
     for m in CASE_MODULES: importlib.import_module(f"{__name__}.{m}")
     from .core import REGISTRY
     return REGISTRY
+from . import codecs  # noqa: E402,F401  the sq8 / calibrate / explain cases; adds the "codecs" category before the runner reads it
