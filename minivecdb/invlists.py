@@ -45,6 +45,7 @@ def rank_lists(Qm,            # (nq, d) transformed queries
     S = Qm @ centroids.T
     if centroid_bias is not None: S += centroid_bias
     if nprobe >= S.shape[1]: return np.argsort(S, axis=1), S
+    if nprobe == 1: return S.argmin(axis=1)[:, None], S  # assigning rows to lists: argmin is ~50x faster than a partition
     if len(S) == 1:  # one query: plain 1-D calls cost less than the along-axis ones
         part = np.argpartition(S[0], nprobe - 1)[:nprobe]
         return part[np.argsort(S[0, part])][None], S

@@ -226,6 +226,19 @@ def _relayout(self:IVFIndex, view:StorageView):
     self.storage.permute(rows[order])
     self._adopt(self.storage.view(), lists[order])  # the writer sees its own permute at once
 
+# %% ../nbs/01_ivf_index.ipynb #b637f6a3
+def _check_float32_range(X, distance_fn, shift=None):
+    "A clear error when float32 scores cannot rank the rows of `X` (a sample): too small to multiply, or too tight far from the origin."
+    if distance_fn == 'cosine' or not len(X): return
+    D = np.asarray(X[:10_000], np.float64) - (0 if shift is None else shift)  # a random sample: 10,000 rows tell the scale
+    spread = float(np.sqrt(np.mean(np.einsum('ij,ij->i', D, D))))
+    if 0 < spread < 1e-15:
+        raise ValueError(f"the vectors are too small to score in float32 (typical length {spread:.1e}, below 1e-15): scale them up before indexing them")
+    centre = 0.0 if shift is None else float(np.linalg.norm(np.asarray(shift, np.float64)))
+    if spread > 0 and centre > 1e4 * spread:
+        raise ValueError(f"the vectors lie within about {spread:.2g} of their mean but {centre:.3g} from the origin, too tight for float32 "
+                         "scores to rank: subtract their mean before indexing them")
+
 # %% ../nbs/01_ivf_index.ipynb #2ff3a81a
 @patch
 def build(self:IVFIndex):
@@ -241,8 +254,9 @@ def build(self:IVFIndex):
         rng = np.random.default_rng(self.seed)
         train = np.sort(rng.choice(rows, 256 * k, replace=False)) if n > 256 * k else rows
         X = view.matrix[train]
-        centroids, preds = run_kmeans(X, k, seed=self.seed, spherical=self.distance_fn != 'euclidean')
         shift = X.mean(0, dtype=np.float64).astype(np.float32) if self.distance_fn == 'euclidean' else None
+        _check_float32_range(X, self.distance_fn, shift)
+        centroids, preds = run_kmeans(X, k, seed=self.seed, spherical=self.distance_fn != 'euclidean')
         self.centroids, self._quantizer = centroids, CoarseQuantizer(centroids, self.distance_fn, shift)
         self._sq = ScalarQuantizer.train(X, seed=self.seed) if self.codec == 'sq8' else None
         self.list_of_id = np.full(view.next_id, -1, np.int32)
