@@ -391,3 +391,11 @@ def rerank(Qm,                  # (nq, d) transformed queries
     hs, hr = empty_heaps(len(rows), k)
     push_rows(hs, hr, scores, rows)
     return sorted_heaps(hs, hr, k)
+
+# %% ../nbs/02_inverted_lists.ipynb #3985dd57
+@patch
+def as_flat(self:InvertedLists) -> InvertedLists:
+    "The same lists scored with their float32 rows, without codes: what they reach without quantisation."
+    if self.codes is None: return self
+    return InvertedLists(self.view, self.quantizer, self.offsets, self.list_of_row, self.row_term, self.unit,
+                         self.tail_rows, self.tail_offsets, self.dead_per_list)

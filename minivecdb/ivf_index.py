@@ -459,12 +459,6 @@ def _brute_force(lists:InvertedLists, Qm, k:int, allowed=None, block:int=16384):
     return sorted_heaps(hs, hr, k)[0]
 
 # %% ../nbs/01_ivf_index.ipynb #653b0fad
-def _as_flat(lists:InvertedLists) -> InvertedLists:
-    "The same lists scored with their float32 rows (no codes): what the lists can reach without quantisation."
-    if lists.codes is None: return lists
-    return InvertedLists(lists.view, lists.quantizer, lists.offsets, lists.list_of_row, lists.row_term, lists.unit,
-                         lists.tail_rows, lists.tail_offsets, lists.dead_per_list)
-
 @patch
 def _held_out_recall(self:IVFIndex, lists, Q, qids, truth, k, nprobe, rerank_k=None) -> float:
     "Recall@k of a search of stored vectors `Q` (ids `qids`): the share of the k found (own id left out) in `truth`, each query's ids at most as far as its k-th nearest (ties count)."
@@ -550,12 +544,11 @@ def _explain_rank(self:IVFIndex, lists, Q, row, k, allowed) -> dict:
 def _explain_codes(self:IVFIndex, lists, Q, row, probed, allowed) -> int:
     "Rank of `row` by its 8-bit score among the allowed rows of the `probed` lists (1 = best)."
     Qs, q0 = lists.sq.tables(lists.quantizer.transform(Q))
-    rows = np.concatenate([np.arange(r, lists.ends[c]) if isinstance(r := lists.rows(c), int) else r for c in probed])
-    rows = rows[allowed[rows]]
-    S = Qs @ lists.codes[rows].astype(np.float32).T + q0[:, None]
-    if lists.row_bias is not None: S += lists.row_bias[rows]
-    if lists.row_scale is not None: S *= lists.row_scale[rows]
-    return int((S[0] <= S[0, rows == row][0]).sum())  # ties counted ahead: the search may keep either
+    mask = lists.row_mask(allowed)[0]
+    scored = [(S[0], r) for S, r in (lists.score(Qs, c, mask, q0) for c in probed) if S is not None]  # as the search scores them
+    S = np.concatenate([s for s, _ in scored])
+    R = np.concatenate([np.arange(r, r + len(s)) if isinstance(r, int) else r for s, r in scored])
+    return int((S <= S[R == row][0]).sum())  # hidden rows score inf; ties counted ahead: the search may keep either
 
 # %% ../nbs/01_ivf_index.ipynb #68d1a1a4
 @patch
@@ -639,6 +632,20 @@ def save(self:IVFIndex, path):
         if self._sq is not None: extras.update(ivf_codes=self._codes[:view.n_rows], ivf_sq8_vmin=self._sq.vmin, ivf_sq8_scale=self._sq.scale)
         s.save(path, extras=extras)
 
+# %% ../nbs/01_ivf_index.ipynb #52edc370
+@patch
+def _load_codes(self:IVFIndex, ex:dict, view:StorageView, path):
+    "Take the 8-bit quantiser from a store's extras, and its codes when they fit the rows (None: they are encoded again)."
+    if not all(isinstance(ex.get(k), np.ndarray) for k in ('ivf_codes', 'ivf_sq8_vmin', 'ivf_sq8_scale')):
+        raise CorruptStoreError(f"{path} is corrupt: its 8-bit index has no codes or quantiser tables")
+    vmin, scale, d = ex['ivf_sq8_vmin'], ex['ivf_sq8_scale'], view.dimension
+    if vmin.shape != (d,) or scale.shape != (d,) or not (np.isfinite(vmin).all() and np.isfinite(scale).all() and (scale > 0).all()):
+        raise CorruptStoreError(f"{path} is corrupt: its 8-bit quantiser tables are not {d} finite values with positive steps")
+    self._sq = ScalarQuantizer(vmin, scale)
+    codes = ex['ivf_codes']
+    if codes.shape == (view.n_rows, d) and codes.dtype == np.uint8: return np.array(codes)  # in RAM, even when the rows are mapped
+    return None
+
 # %% ../nbs/01_ivf_index.ipynb #b8715f40
 @patch(cls_method=True)
 def load(cls:IVFIndex,
@@ -666,16 +673,7 @@ def load(cls:IVFIndex,
         index._quantizer = CoarseQuantizer(centroids, index.distance_fn, ex.get('ivf_shift'))
         index.list_of_id = np.array(list_of_id, np.int32)
         index.calibration = cfg.get('calibration')
-        codes = None
-        if index.codec == 'sq8':
-            if not all(isinstance(ex.get(k), np.ndarray) for k in ('ivf_codes', 'ivf_sq8_vmin', 'ivf_sq8_scale')):
-                raise CorruptStoreError(f"{path} is corrupt: its 8-bit index has no codes or quantiser tables")
-            vmin, scale = ex['ivf_sq8_vmin'], ex['ivf_sq8_scale']
-            if vmin.shape != (s.dimension,) or scale.shape != (s.dimension,) or not (np.isfinite(vmin).all() and np.isfinite(scale).all() and (scale > 0).all()):
-                raise CorruptStoreError(f"{path} is corrupt: its 8-bit quantiser tables are not {s.dimension} finite values with positive steps")
-            index._sq = ScalarQuantizer(vmin, scale)
-            if ex['ivf_codes'].shape == (view.n_rows, s.dimension) and ex['ivf_codes'].dtype == np.uint8:
-                codes = np.array(ex['ivf_codes'])  # in RAM, even when the rows are mapped; codes of another shape or type are re-encoded
+        codes = index._load_codes(ex, view, path) if index.codec == 'sq8' else None
         s.watch(index._on_change, index._on_replaced)
         lor = index.list_of_id[view.row_ids]
         in_order = offsets[-1] == view.n_rows and not (lor < 0).any() and np.array_equal(np.repeat(np.arange(k), np.diff(offsets)), lor)
