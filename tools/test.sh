@@ -17,6 +17,13 @@ log=$(mktemp); trap 'rm -f "$log"' EXIT
 t0=$(date +%s)
 step() { echo; echo "== $* ($(( $(date +%s) - t0 ))s)"; }
 
+# headless Chromium: the server page's test (step 2) and the site check (step 4) drive it
+if ! command -v chromium >/dev/null; then
+  echo "chromium is missing: installing it from Debian"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core) >/dev/null 2>&1 \
+    || echo "FAIL: could not install chromium with apt-get" | tee -a "$log"
+fi
+
 step "1. the module is what the notebooks export; notebooks are clean; README is in step"
 snap() { git status --porcelain -- minivecdb nbs; git diff -- minivecdb nbs | sha256sum; }
 before=$(snap)
@@ -41,11 +48,6 @@ step "3. a notebook in a real Jupyter kernel"
 python tools/run_notebook.py 06_headline_search.ipynb 2>&1 | tail -5 | tee -a "$log"
 
 step "4. the site: build, then check it in headless Chromium"
-if ! command -v chromium >/dev/null; then
-  echo "chromium is missing: installing it from Debian"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core) >/dev/null 2>&1 \
-    || echo "FAIL: could not install chromium with apt-get" | tee -a "$log"
-fi
 if python tools/build_site.py; then echo "PASS: site built into _docs/ by smalldocs" | tee -a "$log"
 else echo "FAIL: site build" | tee -a "$log"; fi
 python tools/check_site.py 2>&1 | tee -a "$log"

@@ -2,7 +2,7 @@
 
 `core` holds the registry, the five outcomes and the oracles; every other module registers cases with `@case`.
 """
-CASE_MODULES = ("validation", "numerics", "metadata", "persistence", "locking", "concurrency", "cli", "api")
+CASE_MODULES = ("validation", "numerics", "metadata", "persistence", "locking", "concurrency", "cli", "api", "server")
 
 
 def load_all():
