@@ -6,7 +6,7 @@
 __all__ = ['MAX_BATCH', 'MAX_NESTING', 'SEARCH_PAGE', 'store_fingerprint', 'WriteLog', 'replay', 'Embedder', 'TextStore',
            'SearchBody', 'ItemsBody', 'make_app', 'serve']
 
-# %% ../nbs/07a_server.ipynb #5f47b99e
+# %% ../nbs/07a_server.ipynb #2ea27256
 import asyncio, base64, contextlib, json, logging, os, queue, signal, socket, threading, zlib
 from concurrent.futures import Future
 from fastcore.basics import patch
@@ -20,9 +20,10 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, StrictInt
+from threadpoolctl import threadpool_limits
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-# %% ../nbs/07a_server.ipynb #59c54897
+# %% ../nbs/07a_server.ipynb #9d2cdffe
 def _log_line(entry:dict)->bytes:
     "One log line: the CRC-32 of the entry's JSON, in hex, then the JSON."
     body = json.dumps(entry, separators=(",", ":"), allow_nan=False).encode()
@@ -34,7 +35,7 @@ def _log_entry(line:bytes):
     try: return json.loads(body) if len(crc) == 8 and int(crc, 16) == zlib.crc32(body) else None
     except ValueError: return None
 
-# %% ../nbs/07a_server.ipynb #ab95e33a
+# %% ../nbs/07a_server.ipynb #5bf3b443
 def _read_log(path:Path)->tuple:
     "The entries of the log at `path` and the length of its intact part; a torn last line is left out."
     if not path.exists(): return [], 0
@@ -51,7 +52,7 @@ def _read_log(path:Path)->tuple:
         entries.append(entry); good += len(line) + 1
     return entries, good
 
-# %% ../nbs/07a_server.ipynb #03dba643
+# %% ../nbs/07a_server.ipynb #741f0b81
 def store_fingerprint(path)->str:
     "One saved version of a store file: its size and the CRC-32 of its first and last MiB."
     size, mib = os.path.getsize(path), 1 << 20
@@ -72,7 +73,7 @@ def _pending(path:Path, entries:list, base:str)->list:
     raise CorruptStoreError(f"the write-ahead log {path} holds {len(changes)} change{'s' if len(changes) > 1 else ''} to an earlier version of the store, which has been replaced "
                             "since: move the log away to serve the store as it is, or put back the store it belongs to")
 
-# %% ../nbs/07a_server.ipynb #e50da0cc
+# %% ../nbs/07a_server.ipynb #f25d19e5
 class WriteLog:
     "The changes made to a store since it was last saved, one checksummed line each, on disk before they are acknowledged."
     def __init__(self, path, # the log file
@@ -102,7 +103,7 @@ class WriteLog:
 
     def close(self): self._f.close()
 
-# %% ../nbs/07a_server.ipynb #8f4941df
+# %% ../nbs/07a_server.ipynb #93ef3758
 def _vectors_field(X:np.ndarray)->str: return base64.b64encode(np.ascontiguousarray(X, "<f4").tobytes()).decode()
 
 def _apply(index:IVFIndex, e)->bool:
@@ -127,7 +128,7 @@ def replay(index:IVFIndex, # the index of the saved store
                                     "move the log away to serve the store as last saved") from None
     return applied
 
-# %% ../nbs/07a_server.ipynb #ee56a5a8
+# %% ../nbs/07a_server.ipynb #8017a64a
 class Embedder:
     "Embeds texts on one thread that owns the model, batching the requests that queue up while it works."
     def __init__(self, model, max_batch:int=64):
@@ -142,7 +143,7 @@ class Embedder:
 
     def close(self): self._jobs.put(None); self._thread.join()
 
-# %% ../nbs/07a_server.ipynb #7bc19224
+# %% ../nbs/07a_server.ipynb #6d4bd321
 @patch
 def _work(self:Embedder):
     "The model's thread: take a job and the jobs waiting behind it (up to `max_batch` texts), embed them in one call."
@@ -165,7 +166,7 @@ def _embed(self:Embedder, jobs:list):
         return
     for (_, f), rows in zip(jobs, np.split(X, np.cumsum([len(t) for t, _ in jobs])[:-1])): f.set_result(rows)
 
-# %% ../nbs/07a_server.ipynb #34dc60fb
+# %% ../nbs/07a_server.ipynb #efb3b483
 class TextStore:
     "A store opened for serving: its index, its model and its write log; searches run at once, writes one at a time."
     def __init__(self, path,          # a store made by `minivecdb index` (or `build_text_index`)
@@ -185,7 +186,7 @@ class TextStore:
 
     def __repr__(self): return f"TextStore({str(self.path)!r}, items={len(self.index.storage)}, unsaved writes={self.log.n})"
 
-# %% ../nbs/07a_server.ipynb #329103c1
+# %% ../nbs/07a_server.ipynb #ac409baa
 @patch
 def _check_model(self:TextStore, model):
     "Embed and search once: the model must make vectors of the store's dimension (this also compiles the kernels)."
@@ -194,7 +195,7 @@ def _check_model(self:TextStore, model):
                                   f"makes {got}: serve it with the model it was built with (--model)")
     self.search(vectors=np.zeros((1, d), np.float32), k=1)
 
-# %% ../nbs/07a_server.ipynb #e30fd1ff
+# %% ../nbs/07a_server.ipynb #93baf246
 MAX_BATCH = 1000  # texts or vectors in one request
 MAX_NESTING = 32  # levels of lists and objects in one metadata value
 
@@ -214,7 +215,7 @@ def _nesting(v)->int:
         level = [x for c in containers for x in (c.values() if isinstance(c, dict) else c)]
     return depth
 
-# %% ../nbs/07a_server.ipynb #0e7e5148
+# %% ../nbs/07a_server.ipynb #49400149
 def _hits(found)->list: return [dict(id=int(i), distance=float(d), metadata=m) for i, d, m in found]
 
 @patch
@@ -230,7 +231,7 @@ def search(self:TextStore,
     Q = self.embed(_check_texts(texts, "queries")) if texts is not None else vectors
     return [_hits(self.index.search_records(q, k=k, nprobe=nprobe, where=where)) for q in Q]
 
-# %% ../nbs/07a_server.ipynb #18bf95c8
+# %% ../nbs/07a_server.ipynb #e6fe3cb2
 @patch
 def add(self:TextStore,
         texts,           # strings to store
@@ -270,7 +271,7 @@ def delete(self:TextStore, id:int)->bool:
         self._after_write()
     return True
 
-# %% ../nbs/07a_server.ipynb #53cb927a
+# %% ../nbs/07a_server.ipynb #da2dc480
 @patch
 def _after_write(self:TextStore):
     if self.log.n >= self.checkpoint_every: self.checkpoint()
@@ -305,7 +306,7 @@ def close(self:TextStore):
         if hasattr(self, "embed"): self.embed.close()
         self.log.close(); self.index.storage.close()
 
-# %% ../nbs/07a_server.ipynb #f1ec6397
+# %% ../nbs/07a_server.ipynb #9341dce5
 _PLACE = {"query": "query parameter", "body": "JSON field", "path": "path parameter"}
 
 def _validation_sentence(err:dict)->str:
@@ -319,7 +320,7 @@ def _validation_sentence(err:dict)->str:
     if err["type"] == "extra_forbidden": return f"unknown {what}; see /docs for the fields this request takes"
     return f"{what}: {err['msg'][0].lower()}{err['msg'][1:]}"
 
-# %% ../nbs/07a_server.ipynb #6a47e63d
+# %% ../nbs/07a_server.ipynb #2a6fe7ea
 _logger = logging.getLogger("minivecdb.server")
 
 def _error(status:int, message)->JSONResponse: return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
@@ -341,7 +342,7 @@ def _add_error_handlers(app:FastAPI):
                          (TypeError, library_error), (OSError, disk_error), (Exception, server_error)]:
         app.add_exception_handler(cls, handler)
 
-# %% ../nbs/07a_server.ipynb #6a8f7b43
+# %% ../nbs/07a_server.ipynb #3085b620
 class _AnswerWhenCancelled:
     "ASGI middleware: a request cancelled at shutdown is answered with a JSON 503, not a plain-text 500 and a traceback."
     def __init__(self, app): self.app = app
@@ -356,7 +357,7 @@ class _AnswerWhenCancelled:
             if scope["type"] != "http" or started: raise
             await _error(503, "the server shut down before this request finished; it may or may not have taken effect")(scope, receive, send)
 
-# %% ../nbs/07a_server.ipynb #50b9e512
+# %% ../nbs/07a_server.ipynb #01aec0b7
 class SearchBody(BaseModel):
     "A search: exactly one of `q`, `vector`, `queries` (a batch of texts) or `vectors`, with `k`, `nprobe` and `where`."
     model_config = ConfigDict(extra="forbid")
@@ -378,7 +379,7 @@ def _query_text(q:str)->str:
     if not q.strip(): raise InputError("q is empty: give the text to search for")
     return q
 
-# %% ../nbs/07a_server.ipynb #1d7821b7
+# %% ../nbs/07a_server.ipynb #6d1c780c
 def _post_search(store:TextStore, body:SearchBody)->dict:
     "The answer to POST /search: one query's results, or one entry per query of a batch."
     given = [f for f in ("q", "vector", "queries", "vectors") if getattr(body, f) is not None]
@@ -389,7 +390,7 @@ def _post_search(store:TextStore, body:SearchBody)->dict:
     if body.queries is not None: return dict(results=[dict(query=q, results=r) for q, r in zip(body.queries, store.search(body.queries, **kw))])
     return dict(results=[dict(results=r) for r in store.search(vectors=body.vectors, **kw)])
 
-# %% ../nbs/07a_server.ipynb #80772581
+# %% ../nbs/07a_server.ipynb #2b11006d
 def _search_routes(app:FastAPI, store:TextStore):
     @app.get("/search", summary="Search by text")
     def search(q:str=Query(description="the text to look for"), k:int=Query(5, description="results wanted"),
@@ -403,7 +404,7 @@ def _search_routes(app:FastAPI, store:TextStore):
     @app.get("/", include_in_schema=False)
     def page(): return HTMLResponse(SEARCH_PAGE)
 
-# %% ../nbs/07a_server.ipynb #bd67b0a1
+# %% ../nbs/07a_server.ipynb #43ddede1
 def _item_routes(app:FastAPI, store:TextStore):
     @app.post("/items", summary="Add texts; answered once the change is on disk")
     def add(body:ItemsBody): return dict(ids=store.add(body.texts, body.metadatas))
@@ -421,7 +422,7 @@ def _item_routes(app:FastAPI, store:TextStore):
     @app.get("/stats", summary="The index summary")
     def stats(): return store.stats()
 
-# %% ../nbs/07a_server.ipynb #318913e3
+# %% ../nbs/07a_server.ipynb #8ec5d283
 def make_app(store:TextStore)->FastAPI:
     "The ASGI app serving `store`; it closes the store (saving what the log holds) when the server shuts down."
     @contextlib.asynccontextmanager
@@ -435,21 +436,8 @@ def make_app(store:TextStore)->FastAPI:
     _item_routes(app, store)
     return app
 
-# %% ../nbs/07a_server.ipynb #e594967b
-SEARCH_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>minivecdb search</title>
-<style>
- body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
- form{display:flex;gap:.5rem} #q{flex:1;font-size:1.1rem;padding:.4rem} #k{width:4rem} button{padding:.4rem 1rem}
- #status{color:#555} ol{padding-left:1.5rem} li{margin:.8rem 0} .text{font-size:1.05rem}
- .meta{color:#555;font-size:.9rem} .dist{font-family:monospace;color:#06c;margin-right:.5rem}
-</style></head>
-<body><h1>minivecdb</h1>
-<form id="search"><input id="q" name="q" type="search" placeholder="search by meaning" autofocus required>
-<input id="k" name="k" type="number" min="1" max="100" value="5" title="results"><button>Search</button></form>
-<p id="status"></p><ol id="results"></ol>
-<script>
+# %% ../nbs/07a_server.ipynb #c717fde8
+_PAGE_SCRIPT = """
 const $ = id => document.getElementById(id);
 function item(hit) {
   const li = document.createElement('li'), m = hit.metadata || {};
@@ -477,10 +465,27 @@ $('search').addEventListener('submit', e => {
   run($('q').value, $('k').value);
 });
 window.addEventListener('popstate', fromUrl); fromUrl();
-</script></body></html>
 """
 
-# %% ../nbs/07a_server.ipynb #f8aee8c9
+# %% ../nbs/07a_server.ipynb #ba50f4e6
+SEARCH_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>minivecdb search</title>
+<style>
+ body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
+ form{display:flex;gap:.5rem} #q{flex:1;font-size:1.1rem;padding:.4rem} #k{width:4rem} button{padding:.4rem 1rem}
+ #status{color:#555} ol{padding-left:1.5rem} li{margin:.8rem 0} .text{font-size:1.05rem}
+ .meta{color:#555;font-size:.9rem} .dist{font-family:monospace;color:#06c;margin-right:.5rem}
+</style></head>
+<body><h1>minivecdb</h1>
+<form id="search"><input id="q" name="q" type="search" placeholder="search by meaning" autofocus required>
+<input id="k" name="k" type="number" min="1" max="100" value="5" title="results"><button>Search</button></form>
+<p id="status"></p><ol id="results"></ol>
+<script>
+""" + _PAGE_SCRIPT + """</script></body></html>
+"""
+
+# %% ../nbs/07a_server.ipynb #0dbbfe62
 def _bind(host:str, port:int)->socket.socket:
     "A TCP socket listening on host:port, or an `InputError` saying why there cannot be one."
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535: raise InputError(f"port must be an integer from 0 to 65535, got {port!r}")
@@ -496,7 +501,7 @@ def _bind(host:str, port:int)->socket.socket:
     sock.listen(2048)  # from here on, connections wait in the queue until the server takes them
     return sock
 
-# %% ../nbs/07a_server.ipynb #8cd8742d
+# %% ../nbs/07a_server.ipynb #1ff4bd52
 def serve(store:TextStore,     # the opened store
           host="127.0.0.1",     # the address to listen on; 127.0.0.1 answers this machine only
           port:int=8000,        # 0 picks a free port
@@ -515,7 +520,8 @@ def serve(store:TextStore,     # the opened store
     ready(f"serving {store.path.name} ({len(store.index.storage)} items) at http://{url_host}:{sock.getsockname()[1]}/ ; Ctrl-C to stop")
     main = threading.current_thread() is threading.main_thread()
     before = {s: signal.signal(s, lambda *a: None) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
-    try: server.run(sockets=[sock])
+    try:
+        with threadpool_limits(1, user_api="blas"): server.run(sockets=[sock])
     finally:
         for s, h in before.items(): signal.signal(s, h)
         sock.close(); store.close()
