@@ -99,6 +99,18 @@ def cmd_serve(args):
     serve(store, ready=lambda line: print(line, flush=True), sock=sock)
     print(f"stopped; {Path(path).name} saved with {len(store.index.storage)} items", flush=True)
 
+# %% ../nbs/07_cli.ipynb #9f8ab3bd
+def _model_opt(sp): sp.add_argument("--model", help="sentence-transformers model directory or name (default $MINIVECDB_MODEL or the packaged all-MiniLM-L6-v2)")
+
+def _serve_args(sp):
+    "The arguments of `minivecdb serve`."
+    sp.add_argument("store", nargs="?", help="a store made by `minivecdb index`")
+    sp.add_argument("--demo", action="store_true", help="serve the headline store (built on first use)")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sp.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar when building the demo store")
+    _model_opt(sp)
+
 # %% ../nbs/07_cli.ipynb #2bd6d563
 def make_parser()->argparse.ArgumentParser:
     "The `minivecdb` argument parser, one subcommand per `cmd_*` function."
@@ -107,19 +119,18 @@ def make_parser()->argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     def add(name, fn, help):
         sp = sub.add_parser(name, help=help, description=help); sp.set_defaults(fn=fn); return sp
-    def model_opt(sp): sp.add_argument("--model", help="sentence-transformers model directory or name (default $MINIVECDB_MODEL or the packaged all-MiniLM-L6-v2)")
     def search_opts(sp):
         sp.add_argument("-k", type=int, default=5, help="number of results (default 5)")
         sp.add_argument("--where", action="append", metavar="FIELD=VALUE", help="only items whose metadata FIELD equals VALUE (repeat a field for any of several values)")
         sp.add_argument("--nprobe", type=int, help="inverted lists to scan (default: the store's)")
-        model_opt(sp)
+        _model_opt(sp)
     sp = add("index", cmd_index, "embed a CSV, TSV, JSON Lines or plain-text file and save a searchable store")
     sp.add_argument("file", help="the texts: .csv/.tsv with a header, .jsonl with one object per line, or one text per line")
     sp.add_argument("-o", "--output", required=True, metavar="STORE", help="the store file to write")
     sp.add_argument("--text-column", help=f"column holding the text (default the first of: {', '.join(TEXT_COLUMNS)})")
     sp.add_argument("--metadata-columns", nargs="+", metavar="COLUMN", help="columns kept as metadata (default all)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    model_opt(sp)
+    _model_opt(sp)
     sp = add("search", cmd_search, "find the stored texts nearest in meaning to a query")
     sp.add_argument("store", help="a store made by `minivecdb index`")
     sp.add_argument("query", help="the text to look for")
@@ -133,13 +144,7 @@ def make_parser()->argparse.ArgumentParser:
     sp.add_argument("--rebuild", action="store_true", help="rebuild the demo store")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     search_opts(sp)
-    sp = add("serve", cmd_serve, "answer searches and writes over HTTP, with a search page at /")
-    sp.add_argument("store", nargs="?", help="a store made by `minivecdb index`")
-    sp.add_argument("--demo", action="store_true", help="serve the headline store (built on first use)")
-    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    sp.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar when building the demo store")
-    model_opt(sp)
+    _serve_args(add("serve", cmd_serve, "answer searches and writes over HTTP, with a search page at /"))
     return p
 
 # %% ../nbs/07_cli.ipynb #22b687d1

@@ -365,7 +365,7 @@ def _to_distances(lists:InvertedLists, Q, rows, scores):
 def _check_queries(queries, d:int) -> np.ndarray:
     "Queries as a C-contiguous (nq, d) float32 array, or an error saying what is wrong."
     try: Q = np.asarray(queries)
-    except (ValueError, TypeError): raise ValueError("queries must be rows of numbers of equal length; got rows of different lengths") from None
+    except (ValueError, TypeError): raise ValueError(f"queries must be rows of {d} numbers each (the index's dimension); got rows of different lengths") from None
     if Q.dtype.kind not in 'iuf': raise TypeError(f"queries must hold int or float numbers, got {Q.dtype} values")
     if Q.ndim == 1: Q = Q[None]
     if Q.ndim != 2: raise ValueError(f"queries must be one vector ({d},) or a 2-D batch (n, {d}), got shape {np.shape(queries)}")
@@ -427,6 +427,20 @@ def search(self:IVFIndex,
     ids, _ = self._search(lists, query_vector, k, nprobe, where)
     return L(lists.view.get(i) for i in ids[0].tolist() if i >= 0)
 
+# %% ../nbs/01_ivf_index.ipynb #6b2e5a10
+@patch
+def search_records_batch(self:IVFIndex,
+    queries,            # one vector (d,) or a batch (nq, d)
+    k:int=5,            # neighbours per query
+    nprobe:int=None,    # lists scanned; defaults to the index's `nprobe`
+    where=None,         # metadata filter, as in `search_batch`
+) -> list:
+    "Per query, an `L` of `(id, distance, metadata)` for its `k` nearest vectors, nearest first, all from one snapshot."
+    lists = self._reader_lists()
+    ids, dist = self._search(lists, queries, k, nprobe, where)
+    view = lists.view
+    return [L((i, d, view.metadata(view.row_of(i))) for i, d in zip(r, s) if i >= 0) for r, s in zip(ids.tolist(), dist.tolist())]
+
 @patch
 def search_records(self:IVFIndex,
     query_vector,       # one vector (d,)
@@ -435,10 +449,7 @@ def search_records(self:IVFIndex,
     where=None,         # metadata filter, as in `search_batch`
 ) -> L:
     "An `L` of `(id, distance, metadata)` for the `k` nearest vectors, nearest first, all from one snapshot."
-    lists = self._reader_lists()
-    ids, dist = self._search(lists, query_vector, k, nprobe, where)
-    view = lists.view
-    return L((i, d, view.metadata(view.row_of(i))) for i, d in zip(ids[0].tolist(), dist[0].tolist()) if i >= 0)
+    return self.search_records_batch(query_vector, k, nprobe, where)[0]
 
 # %% ../nbs/01_ivf_index.ipynb #a0b04b0c
 def _flat_scores(lists:InvertedLists, Qm, lo:int, hi:int) -> np.ndarray:

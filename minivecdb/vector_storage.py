@@ -12,8 +12,8 @@ from fastcore.basics import patch
 from fastcore.foundation import L
 
 # %% auto #0
-__all__ = ['MAX_VALUE', 'MAGIC', 'FORMAT_VERSION', 'CorruptStoreError', 'VectorStorage', 'StorageView', 'metadata_problem',
-           'StoreLockedError']
+__all__ = ['MAX_NESTING', 'MAX_VALUE', 'MAGIC', 'FORMAT_VERSION', 'CorruptStoreError', 'VectorStorage', 'StorageView',
+           'metadata_problem', 'StoreLockedError']
 
 # %% ../nbs/00_vector_storage.ipynb #ab8ed75b
 try: import fcntl
@@ -137,7 +137,7 @@ def _as_rows(self:VectorStorage,
 ) -> np.ndarray:
     "`vectors` as a numeric 2-D array with the storage's dimension, or a clear error."
     try: arr = np.asarray(vectors)
-    except (ValueError, TypeError): raise ValueError("vectors must be rows of numbers of equal length; got rows of different lengths") from None
+    except (ValueError, TypeError): raise ValueError(f"vectors must be rows of {self.dimension} numbers each (the storage's dimension); got rows of different lengths") from None
     if arr.dtype.kind not in 'iuf': raise TypeError(f"vector must hold int or float numbers, got {arr.dtype} values")
     if single:
         if arr.ndim != 1: raise ValueError(f"add takes one 1-D vector, got shape {arr.shape}: use add_bulk for several")
@@ -149,16 +149,18 @@ def _as_rows(self:VectorStorage,
     return arr
 
 # %% ../nbs/00_vector_storage.ipynb #03e41f65
-def _non_string_key(v):
-    "The first dict key inside JSON-like value `v` that is not a string (JSON would silently turn it into one), else `_NO_KEY`."
-    if isinstance(v, dict):
-        for k, x in v.items():
-            if not isinstance(k, str): return k
-            if isinstance(x, (dict, list, tuple)) and (bad := _non_string_key(x)) is not _NO_KEY: return bad
-    elif isinstance(v, (list, tuple)):
-        for x in v:
-            if isinstance(x, (dict, list, tuple)) and (bad := _non_string_key(x)) is not _NO_KEY: return bad
-    return _NO_KEY
+MAX_NESTING = 32  # levels of objects and lists one metadata dict may hold
+
+def _structure_problem(v) -> str:
+    "Why the shape of JSON-like `v` cannot be stored (a key that is not a string, or more than `MAX_NESTING` levels), else None."
+    level, depth = [v], 0
+    while level := [c for c in level if isinstance(c, (dict, list, tuple))]:  # level by level: no recursion to overflow
+        depth += 1
+        if depth > MAX_NESTING: return f"is nested more than {MAX_NESTING} levels deep (reading it back would overflow the stack)"
+        if (k := next((k for c in level if isinstance(c, dict) for k in c if not isinstance(k, str)), _NO_KEY)) is not _NO_KEY:
+            return f"has the key {k!r} ({type(k).__name__}); keys must be strings"  # JSON would silently turn it into a string
+        level = [x for c in level for x in (c.values() if isinstance(c, dict) else c)]
+    return None
 _NO_KEY = object()
 
 # %% ../nbs/00_vector_storage.ipynb #a41d947d
@@ -173,7 +175,7 @@ def metadata_problem(metadata) -> str:
     "Why a store cannot keep `metadata`, in a phrase naming the field; None when it can (None, or a dict of JSON values)."
     if metadata is None: return None
     if not isinstance(metadata, dict): return f"metadata must be a dict, got {type(metadata).__name__}"
-    if (k := _non_string_key(metadata)) is not _NO_KEY: return f"metadata has the key {k!r} ({type(k).__name__}); keys must be strings"
+    if (p := _structure_problem(metadata)) is not None: return f"metadata {p}"
     for k, v in metadata.items():
         try: json.dumps(v, allow_nan=False)
         except (TypeError, ValueError):
@@ -194,7 +196,7 @@ def _check_metadatas(metadatas, # a list of dicts (or None), one per vector
     for i, m in enumerate(metadatas):
         if m is None: continue
         if not isinstance(m, dict): raise TypeError(f"{where(i)} must be a dict, got {type(m).__name__}")
-        if (k := _non_string_key(m)) is not _NO_KEY: raise TypeError(f"{where(i)} has the key {k!r} ({type(k).__name__}); keys must be strings")
+        if (p := _structure_problem(m)) is not None: raise TypeError(f"{where(i)} {p}")
     if metadatas.count(None) == n: return metadatas
     try: return json.loads(json.dumps(metadatas, allow_nan=False))
     except (TypeError, ValueError):
