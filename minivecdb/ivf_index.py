@@ -14,7 +14,7 @@ from .invlists import CoarseQuantizer, InvertedLists, blas_single_thread, groupe
 
 # %% auto #0
 __all__ = ['func_map', 'vers', 'euclidean', 'neg_dot', 'pairwise_distances', 'nearest_centroids', 'default_n_clusters',
-           'run_kmeans', 'build_index', 'IVFIndex']
+           'run_kmeans', 'build_index', 'IVFIndex', 'lists_summary', 'check_batch']
 
 # %% ../nbs/01_ivf_index.ipynb #771258ff
 def vers(a, b):
@@ -164,6 +164,11 @@ def built(self:IVFIndex) -> bool:
     "Whether `build()` has run."
     return self._lists is not None
 
+@patch(as_prop=True)
+def dimension(self:IVFIndex) -> int:
+    "Numbers in each vector."
+    return self.storage.dimension
+
 @patch
 def _reader_lists(self:IVFIndex) -> InvertedLists:
     "The published lists every read uses, or a clear error when there are none to use."
@@ -257,14 +262,21 @@ def build(self:IVFIndex):
         shift = X.mean(0, dtype=np.float64).astype(np.float32) if self.distance_fn == 'euclidean' else None
         _check_float32_range(X, self.distance_fn, shift)
         centroids, preds = run_kmeans(X, k, seed=self.seed, spherical=self.distance_fn != 'euclidean')
-        self.centroids, self._quantizer = centroids, CoarseQuantizer(centroids, self.distance_fn, shift)
-        self._sq = ScalarQuantizer.train(X, seed=self.seed) if self.codec == 'sq8' else None
-        self.list_of_id = np.full(view.next_id, -1, np.int32)
-        self.list_of_id[view.row_ids[rows]] = preds if len(train) == len(rows) else self._assign(view.matrix[rows])
-        s.watch(self._on_change, self._on_replaced)
-        self._replaced = False
-        self._relayout(view)
+        sq = ScalarQuantizer.train(X, seed=self.seed) if self.codec == 'sq8' else None
+        self._lay_out(view, CoarseQuantizer(centroids, self.distance_fn, shift), sq, preds if len(train) == len(rows) else None)
     return self
+
+# %% ../nbs/01_ivf_index.ipynb #aadbfc77
+@patch
+def _lay_out(self:IVFIndex, view:StorageView, quantizer:CoarseQuantizer, sq, lists=None):
+    "Take `quantizer`'s lists (and `sq`'s codes) as this index's, file every live row under one (`lists`, or nearest), then lay the rows out."
+    self.centroids, self._quantizer, self._sq = quantizer.centroids, quantizer, sq
+    rows = np.flatnonzero(view.alive)
+    self.list_of_id = np.full(view.next_id, -1, np.int32)
+    self.list_of_id[view.row_ids[rows]] = self._assign(view.matrix[rows]) if lists is None else lists
+    self.storage.watch(self._on_change, self._on_replaced)
+    self._replaced = False
+    self._relayout(view)
 
 # %% ../nbs/01_ivf_index.ipynb #3a8bf5af
 @patch
@@ -309,24 +321,49 @@ def _on_replaced(self:IVFIndex):
     "Another index built over the same storage has taken over its layout."
     self._replaced = True
 
+# %% ../nbs/01_ivf_index.ipynb #bdf722e8
+@patch
+def build_with(self:IVFIndex,
+    quantizer:CoarseQuantizer, # trained lists: the centroids (and the shift, for euclidean) of another index
+    sq:ScalarQuantizer=None,   # its 8-bit tables, for the 'sq8' codec
+):
+    "Lay the stored vectors out in lists trained elsewhere (no k-means): each row goes to its nearest centroid."
+    if quantizer.distance_fn != self.distance_fn: raise ValueError(f"the lists were trained for distance_fn={quantizer.distance_fn!r}, this index uses {self.distance_fn!r}")
+    if quantizer.centroids.shape[1] != self.storage.dimension: raise ValueError(f"the centroids have dimension {quantizer.centroids.shape[1]}, the storage {self.storage.dimension}")
+    if (self.codec == 'sq8') != (sq is not None): raise ValueError(f"codec {self.codec!r} takes {'the 8-bit tables (sq)' if self.codec == 'sq8' else 'no 8-bit tables'}")
+    with self.storage.write_lock:
+        self.n_clusters = quantizer.n_lists
+        self._lay_out(self.storage.view(), quantizer, sq)
+    return self
+
+@patch(as_prop=True)
+def quantizers(self:IVFIndex) -> tuple:
+    "The trained parts another index can `build_with`: (the `CoarseQuantizer`, the `ScalarQuantizer` or None)."
+    self._reader_lists()
+    return self._quantizer, self._sq
+
 # %% ../nbs/01_ivf_index.ipynb #541e6223
 @patch
 def list_sizes(self:IVFIndex) -> np.ndarray:
     "Live vectors in each inverted list (its block plus its tail, less deleted ones)."
     return self._reader_lists().list_live.copy()
 
+def lists_summary(sz:np.ndarray, # live vectors per list
+                  nprobe:int,     # lists a search scans
+                  **more) -> dict:
+    "The tutorial's summary of list sizes `sz`, plus how unbalanced they are, and `more`."
+    n = int(sz.sum())
+    return dict(built=True, n_clusters=len(sz), n_vectors=n, avg_cluster_size=n / len(sz),
+                min_cluster_size=int(sz.min()), max_cluster_size=int(sz.max()),
+                empty_clusters=int((sz == 0).sum()), nprobe=nprobe,
+                imbalance_factor=round(float(len(sz) * (sz.astype(float) ** 2).sum() / max(n, 1) ** 2), 3), **more)
+
 @patch
 def get_stats(self:IVFIndex) -> dict:
     "The tutorial's summary of the lists, plus how unbalanced they are and how much waits for a re-layout."
     lists = self._lists
     if lists is None: return dict(built=False, n_vectors=len(self.storage), nprobe=self.nprobe)
-    sz = lists.list_live
-    n = int(sz.sum())
-    return dict(built=True, n_clusters=len(sz), n_vectors=n, avg_cluster_size=n / len(sz),
-                min_cluster_size=int(sz.min()), max_cluster_size=int(sz.max()),
-                empty_clusters=int((sz == 0).sum()), nprobe=self.nprobe,
-                imbalance_factor=round(float(len(sz) * (sz.astype(float) ** 2).sum() / max(n, 1) ** 2), 3),
-                tail_vectors=len(lists.tail_rows), deleted_rows=lists.view.n_dead)
+    return lists_summary(lists.list_live, self.nprobe, tail_vectors=len(lists.tail_rows), deleted_rows=lists.view.n_dead)
 
 # %% ../nbs/01_ivf_index.ipynb #e90e2fff
 def _probe_until_k(probes, list_scores, n_allowed, k):
@@ -603,15 +640,19 @@ def explain(self:IVFIndex,
     return {**out, 'reason': f"tied at the {_ordinal(k)} distance ({out['kth_distance']:.4g}) with a vector that was returned"}
 
 # %% ../nbs/01_ivf_index.ipynb #502e70d3
+def check_batch(vectors, d:int):
+    "A clear error when one vector is given where `add_vectors_bulk` expects a 2-D batch (ragged rows: the storage names them)."
+    try: ndim = np.ndim(vectors)
+    except ValueError: return
+    if ndim == 1: raise ValueError(f"add_vectors_bulk takes a 2-D array (n, {d}), got one vector of shape {np.shape(vectors)}: use add for one vector")
+
 @patch
 def add_vectors_bulk(self:IVFIndex,
     vectors,            # (n, d) array-like
     metadata_list=None, # one JSON dict per vector
 ) -> np.ndarray:
     "Store `vectors` and append each to its nearest list (no re-clustering); returns their int64 ids."
-    try: ndim = np.ndim(vectors)
-    except ValueError: ndim = None  # rows of different lengths: the storage says so
-    if ndim == 1: raise ValueError(f"add_vectors_bulk takes a 2-D array (n, {self.storage.dimension}), got one vector of shape {np.shape(vectors)}: use add for one vector")
+    check_batch(vectors, self.dimension)
     return self.storage.add_bulk(vectors, metadata_list)
 
 @patch

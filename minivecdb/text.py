@@ -213,7 +213,7 @@ def check_model_fits(d:int,         # the store's dimension
                      f"{use} with the model the store was built with (--model or ${MODEL_ENV_VAR})")
 
 # %% ../nbs/05_text.ipynb #efe1034d
-def search_store(index,          # an `IVFIndex`
+def search_store(index,          # an `IVFIndex` (or a `ShardedIndex`)
                  query:str,      # the text to look for
                  k:int=5,        # results wanted
                  where=None,     # metadata filter
@@ -223,7 +223,7 @@ def search_store(index,          # an `IVFIndex`
                 )->list:         # [(rank, id, distance, metadata)]
     "Embed `query` and return the `k` nearest stored items, nearest first."
     q = get_embedding(query, model)
-    check_model_fits(index.storage.dimension, len(q), model, name)
+    check_model_fits(index.dimension, len(q), model, name)
     found = index.search_records(q, k=k, nprobe=nprobe, where=where)  # ids, distances and metadata of one snapshot
     return [(r, i, float(dist), meta) for r, (i, dist, meta) in enumerate(found, 1)]
 
