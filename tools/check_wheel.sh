@@ -19,13 +19,20 @@ data = [n for n in zipfile.ZipFile(sys.argv[1]).namelist() if '/data/' in n]
 problems = []
 if 'site-packages' not in minivecdb.__file__: problems.append(f'imported from {minivecdb.__file__}')
 if loaded: problems.append(f'import loaded {loaded}')
+import minivecdb.cli, minivecdb.distributed
+if 'ray' in sys.modules: problems.append('importing minivecdb imported ray (an optional extra)')
+try: minivecdb.distributed._ray(); problems.append('ray is importable in a venv without the [ray] extra')
+except ImportError as e:
+    if 'pip install "minivecdb[ray]"' not in str(e): problems.append(f'without ray, a sharded index says {e!r}')
+import importlib.metadata as md
+if not any(r.startswith('ray') and 'extra == "ray"' in r for r in md.requires('minivecdb') or []): problems.append('no [ray] extra in the wheel')
 if not data: problems.append('no package data (minivecdb/data/*) in the wheel')
 for n in data:
     if not importlib.resources.files('minivecdb').joinpath(n.split('minivecdb/', 1)[1]).is_file(): problems.append(f'{n} not installed')
 bin_ = sys.executable.rsplit('/', 1)[0]
 if subprocess.run([f'{bin_}/minivecdb', '--help'], capture_output=True).returncode: problems.append('minivecdb --help failed')
 print(('FAIL' if problems else 'PASS') + f': wheel {sys.argv[1].rsplit("/",1)[1]} installs into a clean venv; '
-      f'package data {data}; import minivecdb.ivf_index took {t*1000:.0f} ms and loaded no model'
+      f'package data {data}; import minivecdb.ivf_index took {t*1000:.0f} ms and loaded no model; Ray is an extra, never imported'
       + (f'; problems: {problems}' if problems else ''))
 sys.exit(1 if problems else 0)
 PY
