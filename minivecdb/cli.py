@@ -27,29 +27,57 @@ def format_results(results # [(rank, id, distance, metadata)] from `search_store
     fmt = lambda row: "  ".join(v.rjust(w) if c < 2 else (v if c == len(row)-1 else v.ljust(w)) for c,(v,w) in enumerate(zip(row, widths)))
     return "\n".join(fmt(row) for row in rows)
 
+# %% ../nbs/07_cli.ipynb #99b589b5
+@contextlib.contextmanager
+def _opened(path):
+    "The index of a store: a store file, or the directory of a sharded store (its shards run on Ray until the block ends)."
+    from minivecdb.text import open_store
+    if not Path(path).is_dir():
+        yield open_store(path)
+        return
+    from minivecdb.distributed import ShardedIndex, ray_session
+    with ray_session(), ShardedIndex.load(path) as index: yield index
+
+def _size(path)->int:
+    "Bytes on disk of a store file, or of every file in a sharded store's directory."
+    p = Path(path)
+    return sum(f.stat().st_size for f in p.iterdir() if f.is_file()) if p.is_dir() else p.stat().st_size
+
+# %% ../nbs/07_cli.ipynb #2b529a00
+def _index_sharded(args):
+    "minivecdb index FILE -o STORE --shards N: embed with `ray.data` actors and write N shards into the directory STORE."
+    from minivecdb.text import read_items, InputError
+    if args.shards < 1: raise InputError(f"--shards must be a positive number of Ray actors, got {args.shards}")
+    from minivecdb.distributed import embed_to_shards, ray_session
+    texts, metadatas = read_items(args.file, args.text_column, args.metadata_columns)
+    with ray_session(), embed_to_shards(texts, args.output, args.shards, metadatas, args.model, progress=not args.quiet) as index:
+        st = index.get_stats()
+    print(f"indexed {st['n_vectors']} texts from {args.file} into {args.output} "
+          f"(dimension {index.dimension}, {st['n_clusters']} list{'s' if st['n_clusters'] != 1 else ''}, {args.shards} shard{'s' if args.shards != 1 else ''} on Ray)")
+
 # %% ../nbs/07_cli.ipynb #33510a19
 def cmd_index(args):
-    "minivecdb index FILE -o STORE: embed a file of texts and save a store with its built index."
+    "minivecdb index FILE -o STORE: embed a file of texts and save a store with its built index (with --shards N, on Ray)."
+    if args.shards is not None: return _index_sharded(args)
     from minivecdb.text import index_file
     index = index_file(args.file, args.output, args.text_column, args.metadata_columns, args.model, progress=not args.quiet)
     st = index.get_stats()
     print(f"indexed {st['n_vectors']} texts from {args.file} into {args.output} "
-          f"(dimension {index.storage.dimension}, {st['n_clusters']} list{'s' if st['n_clusters'] != 1 else ''})")
+          f"(dimension {index.dimension}, {st['n_clusters']} list{'s' if st['n_clusters'] != 1 else ''})")
 
 def cmd_search(args):
     "minivecdb search STORE QUERY: the nearest stored texts."
-    from minivecdb.text import search_store, parse_where, open_store
-    index = open_store(args.store)
-    results = search_store(index, args.query, args.k, parse_where(args.where), args.nprobe, args.model, args.store)
+    from minivecdb.text import search_store, parse_where
+    with _opened(args.store) as index:
+        results = search_store(index, args.query, args.k, parse_where(args.where), args.nprobe, args.model, args.store)
     if args.json: print(json.dumps([dict(rank=r, id=i, distance=d, metadata=m) for r,i,d,m in results], ensure_ascii=False, indent=1))
     else: print(format_results(results))
 
 def cmd_stats(args):
     "minivecdb stats STORE: the index summary."
-    from minivecdb.text import open_store
-    index = open_store(args.store)
-    stats = dict(store=str(args.store), size_bytes=Path(args.store).stat().st_size, dimension=index.storage.dimension,
-                 distance_fn=index.distance_fn, **index.get_stats())
+    with _opened(args.store) as index:
+        stats = dict(store=str(args.store), size_bytes=_size(args.store), dimension=index.dimension,
+                     distance_fn=index.distance_fn, **index.get_stats())
     if args.json: print(json.dumps(stats, indent=1))
     else: print("\n".join(f"{k:<17} {round(v, 2) if isinstance(v, float) else v}" for k,v in stats.items()))
 
@@ -126,13 +154,14 @@ def make_parser()->argparse.ArgumentParser:
         _model_opt(sp)
     sp = add("index", cmd_index, "embed a CSV, TSV, JSON Lines or plain-text file and save a searchable store")
     sp.add_argument("file", help="the texts: .csv/.tsv with a header, .jsonl with one object per line, or one text per line")
-    sp.add_argument("-o", "--output", required=True, metavar="STORE", help="the store file to write")
+    sp.add_argument("-o", "--output", required=True, metavar="STORE", help="the store file to write (a new directory with --shards)")
+    sp.add_argument("--shards", type=int, metavar="N", help="spread the store over N Ray actors, embedding with ray.data (needs minivecdb[ray])")
     sp.add_argument("--text-column", help=f"column holding the text (default the first of: {', '.join(TEXT_COLUMNS)})")
     sp.add_argument("--metadata-columns", nargs="+", metavar="COLUMN", help="columns kept as metadata (default all)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _model_opt(sp)
     sp = add("search", cmd_search, "find the stored texts nearest in meaning to a query")
-    sp.add_argument("store", help="a store made by `minivecdb index`")
+    sp.add_argument("store", help="a store made by `minivecdb index` (a file, or a sharded store's directory)")
     sp.add_argument("query", help="the text to look for")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search_opts(sp)
