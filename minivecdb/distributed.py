@@ -11,7 +11,7 @@ from fastcore.basics import patch
 from fastcore.foundation import L
 from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
-from .vector_storage import VectorStorage, CorruptStoreError, _atomic_write, _as_id
+from .vector_storage import VectorStorage, CorruptStoreError, _atomic_write, _as_id, _check_metadatas
 from .kernels import NO_F32, rescore
 from .invlists import CoarseQuantizer, blas_single_thread, grouped_scan, scan_one, rank_batch, _or_none
 from .ivf_index import IVFIndex, default_n_clusters, lists_summary, check_batch, _check_positive, _check_queries, _probe_until_k
@@ -60,6 +60,7 @@ def _distances(lists, Q, rows, exact, block:int=256) -> np.ndarray:
     if lists.distance_fn == 'dot': return exact.astype(np.float32)
     found, X = rows >= 0, lists.view.matrix
     D = np.full(rows.shape, np.inf)
+    if not found.any(): return D  # nothing found (perhaps no rows at all)
     for a in range(0, len(rows), block):
         diff = np.subtract(X[np.where(found[a:a + block], rows[a:a + block], 0)], Q[a:a + block, None], dtype=np.float64)
         D[a:a + block] = np.sqrt(np.einsum('ijk,ijk->ij', diff, diff))
@@ -84,7 +85,8 @@ def shard_search(index:IVFIndex, # one shard's index
     if lists.codes is not None:  # 8-bit scan: score the candidates again with the float rows
         exact = np.empty(rows.shape, np.float32)
         rescore(lists.view.matrix, Qm, np.ascontiguousarray(rows), _or_none(lists.row_bias, NO_F32), _or_none(lists.row_scale, NO_F32), exact)
-    ids = np.where(rows >= 0, lists.view.row_ids[np.maximum(rows, 0)], -1)
+    ids = np.full(rows.shape, -1, np.int64)
+    ids[rows >= 0] = lists.view.row_ids[rows[rows >= 0]]  # a shard may hold no rows at all
     return ids, key, exact, _distances(lists, Q, rows, exact)
 
 # %% ../nbs/07b_distributed.ipynb #646eada8
@@ -114,7 +116,7 @@ class ShardServer:
         self.index = IVFIndex.load(self.path, mmap=True)
         self.index.storage.acquire_lock(self.path)
         self.log = WriteLog(self.path.with_name(self.path.name + ".log"), store_fingerprint(self.path))
-        self._replayed_deletes = {e.get("id") for e in self.log.pending if isinstance(e, dict) and e.get("op") == "delete"}
+        self._replayed_deletes = {e.get("request") for e in self.log.pending if isinstance(e, dict) and e.get("op") == "delete"}
         if replay(self.index, self.log.pending, self.log.path): self.checkpoint()
 
 # %% ../nbs/07b_distributed.ipynb #b961d0cb
@@ -159,10 +161,10 @@ def add(self:ShardServer, local_ids, X, metadatas) -> dict:
 
 # %% ../nbs/07b_distributed.ipynb #8fa60934
 @patch
-def delete(self:ShardServer, local_id:int) -> tuple:
-    "Remove a local id; (whether it was there, the new `info`)."
-    if local_id not in self.index.storage.view(): return local_id in self._replayed_deletes, self.info()
-    self.log.append(dict(op="delete", id=int(local_id)))
+def delete(self:ShardServer, local_id:int, request:str=None) -> tuple:
+    "Remove a local id; (whether it was there, the new `info`). `request` names the call, so one sent again after a restart gets the first answer."
+    if local_id not in self.index.storage.view(): return request is not None and request in self._replayed_deletes, self.info()
+    self.log.append(dict(op="delete", id=int(local_id), request=request))
     self.index.delete(local_id)
     return True, self._after_write()
 
@@ -216,7 +218,7 @@ class ShardedIndex:
         self.path, self.manifest, self.quantizer, self.shards = Path(path), manifest, quantizer, shards
         self.n_shards, self.dimension = len(shards), manifest["dimension"]
         for k in ("distance_fn", "codec", "nprobe", "rerank"): setattr(self, k, manifest["settings"][k])
-        self._writes = threading.Lock()
+        self._writes, self._token, self._requests = threading.Lock(), os.urandom(6).hex(), 0  # names each delete call (retries)
         self._info = self._gather({s: a.info.remote() for s, a in enumerate(shards)}, "its state")
         firsts = [(i["next_local"] - 1) * self.n_shards + s + 1 for s, i in self._info.items() if i["next_local"]]
         self.next_id = max([manifest["next_id"], *firsts])
@@ -265,7 +267,8 @@ def search_batch(self:ShardedIndex,
     info = self._info
     k = min(k, max(len(self), 1))
     n_allowed = sum(info[s]["list_live"] for s in info) if where is None else sum(self._call("allowed", where, what="a filtered count").values())
-    m = k if self.codec == 'flat' else min(k * _check_positive(self.rerank if rerank is None else rerank, 'rerank'), max(sum(i["n_rows"] for i in info.values()), k))
+    rr = _check_positive(self.rerank if rerank is None else rerank, 'rerank')
+    m = k if self.codec == 'flat' else min(k * rr, max(sum(i["n_rows"] for i in info.values()), k))
     with blas_single_thread() as n_threads:
         probes, list_scores = rank_batch(self.quantizer, self.quantizer.transform(Q), nprobe, n_threads if len(Q) >= 64 else 1)
     probes = _probe_until_k(probes, list_scores, n_allowed, k)
@@ -303,7 +306,7 @@ def get(self:ShardedIndex, id):
     "Copies of the `(vector, metadata)` stored under `id`."
     i = _as_id(id)
     if i is None: raise TypeError(f"id must be an integer, got {type(id).__name__} {id!r}")
-    found = self._records([i]) if i >= 0 else {}
+    found = self._records([i]) if 0 <= i < self.next_id else {}
     if i not in found: raise KeyError(f"no vector with id {id!r}")
     return found[i]
 
@@ -345,7 +348,10 @@ def add_vectors_bulk(self:ShardedIndex,
         sent = {s: self.shards[s].add.remote(local[owner == s], X[owner == s], [metas[i] for i in np.flatnonzero(owner == s)])
                 for s in np.unique(owner).tolist()}
         self.next_id += len(X)
-        self._info.update(self._gather(sent, "an add"))
+        try: self._info.update(self._gather(sent, "an add"))
+        except ShardUnavailableError as e:
+            raise ShardUnavailableError(f"{e}; the other shards may have stored their part of this add (there is no transaction across "
+                                        f"shards) and ids {ids[0]} to {ids[-1]} are used: look them up with get before adding again") from None
     return ids
 
 @patch
@@ -362,7 +368,8 @@ def delete(self:ShardedIndex, id) -> bool:
     if i is None or not 0 <= i < self.next_id: return False
     s, local = (int(v) for v in owner_of(i, self.n_shards))
     with self._writes:
-        found, info = self._gather({s: self.shards[s].delete.remote(local)}, "a delete")[s]
+        self._requests += 1
+        found, info = self._gather({s: self.shards[s].delete.remote(local, f"{self._token}-{self._requests}")}, "a delete")[s]
         self._info[s] = info
     return found
 
@@ -387,18 +394,28 @@ def _write_manifest(path:Path, manifest:dict, quantizer:CoarseQuantizer):
     _atomic_write(path / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
 
 # %% ../nbs/07b_distributed.ipynb #ef795e62
+def _manifest_problem(m) -> str:
+    "What is wrong with a parsed manifest, or None."
+    keys = ("format", "dimension", "next_id", "shards", "settings", "quantizer", "quantizer_crc32")
+    if not isinstance(m, dict) or m.get("format") != "minivecdb-shards": return "it is not a minivecdb shard manifest"
+    if any(k not in m for k in keys): return f"it lacks {', '.join(k for k in keys if k not in m)}"
+    count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    if not (count(m["dimension"]) and count(m["next_id"])): return "its dimension and next_id must be counts"
+    if not (isinstance(m["shards"], list) and m["shards"] and all(isinstance(f, str) and f for f in m["shards"])): return "its shards must be a list of file names"
+    if not (isinstance(m["settings"], dict) and m["settings"].get("distance_fn") in ("cosine", "euclidean", "dot")): return "its settings are invalid"
+    if not (isinstance(m["quantizer"], str) and isinstance(m["quantizer_crc32"], str)): return "its quantizer entry is invalid"
+
 def _read_manifest(path:Path) -> tuple:
     "The manifest of the sharded store at `path` and its `CoarseQuantizer`, or a clear error."
     if not (path / MANIFEST).is_file(): raise FileNotFoundError(f"{path} is not a sharded store: it has no {MANIFEST} (make one with ShardedIndex.from_index or build)")
     try: m = json.loads((path / MANIFEST).read_text())
     except ValueError as e: raise CorruptStoreError(f"{path / MANIFEST} is not valid JSON ({e})") from None
-    keys = ("format", "dimension", "next_id", "shards", "settings", "quantizer", "quantizer_crc32")
-    if not isinstance(m, dict) or m.get("format") != "minivecdb-shards" or not all(k in m for k in keys):
-        raise CorruptStoreError(f"{path / MANIFEST} is not a minivecdb shard manifest (it lacks {', '.join(k for k in keys if k not in m)})")
+    if (problem := _manifest_problem(m)): raise CorruptStoreError(f"{path / MANIFEST} is damaged: {problem}")
     missing = [f for f in m["shards"] + [m["quantizer"]] if not (path / f).is_file()]
     if missing: raise CorruptStoreError(f"{path}: the manifest names {missing[0]}, which is missing")
     if _file_crc(path / m["quantizer"]) != m["quantizer_crc32"]: raise CorruptStoreError(f"{path / m['quantizer']} is damaged: its checksum does not match the manifest")
     with np.load(path / m["quantizer"]) as q:
+        if "centroids" not in q: raise CorruptStoreError(f"{path / m['quantizer']} is damaged: the quantizer file holds no centroids")
         return m, CoarseQuantizer(q["centroids"], m["settings"]["distance_fn"], q["shift"] if "shift" in q else None)
 
 # %% ../nbs/07b_distributed.ipynb #3ef320fc
@@ -412,7 +429,11 @@ def load(cls:ShardedIndex,
     actor = _ray().remote(ShardServer).options(num_cpus=0, max_restarts=cls.max_restarts, max_task_retries=cls.max_task_retries,
                                                scheduling_strategy="SPREAD")
     n = len(manifest["shards"])
-    return cls(path, manifest, quantizer, [actor.remote(str(path / f), s, n) for s, f in enumerate(manifest["shards"])])
+    shards = [actor.remote(str(path / f), s, n) for s, f in enumerate(manifest["shards"])]
+    try: return cls(path, manifest, quantizer, shards)
+    except BaseException:
+        for a in shards: _ray().kill(a)  # the shards that did start hold their files' locks
+        raise
 
 # %% ../nbs/07b_distributed.ipynb #c764ff5a
 @patch
@@ -474,6 +495,17 @@ def _new_store_dir(path) -> Path:
     return path
 
 # %% ../nbs/07b_distributed.ipynb #52ca404b
+def _wait_for_shards(pending:list, files:list, progress:bool):
+    "Wait for the shard-writing tasks, with a progress bar; a task's error is raised as itself, naming its shard."
+    ray = _ray()
+    with tqdm(total=len(pending), desc="writing shards", unit="shard", disable=not progress) as bar:
+        for s, ref in enumerate(pending):
+            try: ray.get(ref)
+            except ray.exceptions.RayTaskError as e:
+                cause = e.cause if isinstance(e.cause, Exception) else RuntimeError(_reason(e))
+                raise type(cause)(f"{files[s]}: {cause}") from None
+            bar.update(1)
+
 def _write_shards(path, n_shards:int, X, present, metadatas, quantizer, sq, settings:dict, progress:bool=True) -> ShardedIndex:
     "Write the shard files in parallel Ray tasks, then the manifest; open the store."
     ray, path = _ray(), _new_store_dir(path)
@@ -482,10 +514,10 @@ def _write_shards(path, n_shards:int, X, present, metadatas, quantizer, sq, sett
     task = ray.remote(_write_shard)
     pending = [task.remote(str(path / f), src, s, n_shards, None if present is None else present[s::n_shards],
                            None if metadatas is None else metadatas[s::n_shards], quantizer, sq, settings) for s, f in enumerate(files)]
-    with tqdm(total=n_shards, desc="writing shards", unit="shard", disable=not progress) as bar:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done); bar.update(len(done))
+    try: _wait_for_shards(pending, files, progress)
+    except BaseException:
+        for f in path.iterdir(): f.unlink()  # no half-written store is left behind
+        raise
     next_id = len(np.load(X, mmap_mode="r")) if isinstance(X, (str, Path)) else len(X)
     manifest = dict(format="minivecdb-shards", version=1, dimension=int(quantizer.centroids.shape[1]), next_id=next_id,
                     shards=files, settings={**settings, "n_clusters": quantizer.n_lists})
@@ -512,6 +544,7 @@ def from_index(cls:ShardedIndex,
 ) -> ShardedIndex:
     "Spread a built `IVFIndex` over `n_shards` actors, row `id` on shard `id % n_shards`, every shard in the same lists."
     n_shards = _check_positive(n_shards, "n_shards")
+    if not isinstance(index, IVFIndex): raise TypeError(f"from_index spreads a built IVFIndex, got {type(index).__name__}: build one first (IVFIndex(storage).build())")
     quantizer, sq = index.quantizers
     X, present, metadatas = _by_id(index.storage.view())
     settings = dict(nprobe=index.nprobe, distance_fn=index.distance_fn, seed=index.seed, codec=index.codec, rerank=index.rerank)
@@ -548,7 +581,7 @@ def build(cls:ShardedIndex,
     if isinstance(vectors, VectorStorage): vectors, present, metadatas = _by_id(vectors.view())
     X = np.load(vectors, mmap_mode="r") if isinstance(vectors, (str, Path)) else np.asarray(vectors)
     if X.ndim != 2 or not len(X): raise ValueError(f"vectors must be a non-empty (n, d) array, got shape {X.shape}")
-    if metadatas is not None and len(metadatas) != len(X): raise ValueError(f"got {len(metadatas)} metadatas for {len(X)} vectors; expected one per vector")
+    if present is None: metadatas = _check_metadatas(metadatas, len(X))  # one node's checks, before any file is written
     quantizer, sq = train_lists(X if present is None else X[present], n_clusters, distance_fn, codec, seed)
     settings = dict(nprobe=nprobe, distance_fn=distance_fn, seed=seed, codec=codec, rerank=rerank)
     return _write_shards(path, n_shards, vectors if isinstance(vectors, (str, Path)) else X, present, metadatas, quantizer, sq, settings, progress)

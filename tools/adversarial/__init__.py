@@ -12,3 +12,4 @@ def load_all():
     from .core import REGISTRY
     return REGISTRY
 from . import codecs  # noqa: E402,F401  the sq8 / calibrate / explain cases; adds the "codecs" category before the runner reads it
+from . import distributed  # noqa: E402,F401  the ShardedIndex (Ray) cases; adds the "distributed" category before the runner reads it
