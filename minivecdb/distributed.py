@@ -4,7 +4,7 @@
 
 # %% ../nbs/07b_distributed.ipynb #d8549d77
 from __future__ import annotations
-import contextlib, json, logging, os, re, threading, time, zlib
+import contextlib, json, logging, os, re, sys, threading, time, zlib
 from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
@@ -32,15 +32,15 @@ def _ray():
     if not ray.is_initialized(): ray.init(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
     return ray
 
+def _ray_running() -> bool: return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
 @contextlib.contextmanager
 def ray_session():
-    "Ray for the length of a block: the running one, or one started here and stopped when the block ends."
-    try: import ray
-    except ImportError: ray = None
-    running = ray is not None and ray.is_initialized()
-    try: yield _ray()
+    "A block after which Ray is stopped if it was started inside it (Ray starts only when a shard is needed)."
+    running = _ray_running()
+    try: yield
     finally:
-        if ray is not None and not running: ray.shutdown()
+        if not running and _ray_running(): sys.modules["ray"].shutdown()
 
 # %% ../nbs/07b_distributed.ipynb #3e04071c
 def owner_of(ids, n_shards:int):
@@ -407,7 +407,7 @@ def _manifest_problem(m) -> str:
 
 def _read_manifest(path:Path) -> tuple:
     "The manifest of the sharded store at `path` and its `CoarseQuantizer`, or a clear error."
-    if not (path / MANIFEST).is_file(): raise FileNotFoundError(f"{path} is not a sharded store: it has no {MANIFEST} (make one with ShardedIndex.from_index or build)")
+    if not (path / MANIFEST).is_file(): raise FileNotFoundError(f"{path} is not a sharded store{' (a directory without ' + MANIFEST + ')' if path.is_dir() else ': it has no ' + MANIFEST}; make one with `minivecdb index FILE -o DIR --shards N` or ShardedIndex.build")
     try: m = json.loads((path / MANIFEST).read_text())
     except ValueError as e: raise CorruptStoreError(f"{path / MANIFEST} is not valid JSON ({e})") from None
     if (problem := _manifest_problem(m)): raise CorruptStoreError(f"{path / MANIFEST} is damaged: {problem}")
