@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .vector_storage import VectorStorage, CorruptStoreError, _atomic_write, _as_id, _check_metadatas
 from .kernels import NO_F32, rescore
 from .invlists import CoarseQuantizer, blas_single_thread, grouped_scan, scan_one, rank_batch, _or_none
-from .ivf_index import IVFIndex, default_n_clusters, lists_summary, check_batch, _check_positive, _check_queries, _probe_until_k
+from .ivf_index import IVFIndex, default_n_clusters, lists_summary, check_batch, euclidean_to_rows, _check_positive, _check_queries, _probe_until_k
 from .server import WriteLog, replay, store_fingerprint, _vectors_field
 from .gen_emb import load_model, get_embeddings, _as_texts
 
@@ -54,18 +54,11 @@ def global_ids(local, shard:int, n_shards:int) -> np.ndarray:
     return np.where(local >= 0, local * n_shards + shard, -1)
 
 # %% ../nbs/07b_distributed.ipynb #1601c35e
-def _distances(lists, Q, rows, exact, block:int=256) -> np.ndarray:
+def _distances(lists, Q, rows, exact) -> np.ndarray:
     "Each candidate's distance, in the candidates' order (float64 for euclidean, so the merge sorts them as one node does)."
     if lists.distance_fn == 'cosine': return (1 + exact).astype(np.float32)
     if lists.distance_fn == 'dot': return exact.astype(np.float32)
-    found, X = rows >= 0, lists.view.matrix
-    D = np.full(rows.shape, np.inf)
-    if not found.any(): return D  # nothing found (perhaps no rows at all)
-    for a in range(0, len(rows), block):
-        diff = np.subtract(X[np.where(found[a:a + block], rows[a:a + block], 0)], Q[a:a + block, None], dtype=np.float64)
-        D[a:a + block] = np.sqrt(np.einsum('ijk,ijk->ij', diff, diff))
-    D[~found] = np.inf
-    return D
+    return euclidean_to_rows(Q, rows, lists.view.matrix)
 
 # %% ../nbs/07b_distributed.ipynb #43a32dec
 def shard_search(index:IVFIndex, # one shard's index

@@ -14,7 +14,7 @@ from .invlists import CoarseQuantizer, InvertedLists, blas_single_thread, groupe
 
 # %% auto #0
 __all__ = ['func_map', 'vers', 'euclidean', 'neg_dot', 'pairwise_distances', 'nearest_centroids', 'default_n_clusters',
-           'run_kmeans', 'build_index', 'IVFIndex', 'lists_summary', 'check_batch']
+           'run_kmeans', 'build_index', 'IVFIndex', 'lists_summary', 'euclidean_to_rows', 'check_batch']
 
 # %% ../nbs/01_ivf_index.ipynb #771258ff
 def vers(a, b):
@@ -379,14 +379,20 @@ def _probe_until_k(probes, list_scores, n_allowed, k):
     return out
 
 # %% ../nbs/01_ivf_index.ipynb #fdeb56c3
-def _exact_euclidean(Q, rows, X, block:int=256):
-    "Exact distances from each query to its candidate rows (float64 differences), re-sorted nearest first."
+def euclidean_to_rows(Q, rows, X, block:int=256) -> np.ndarray:
+    "Exact float64 distances from each query to its candidate rows of `X`, in the candidates' order (inf where a row is -1)."
     found = rows >= 0
-    D = np.empty(rows.shape, np.float64)
+    D = np.full(rows.shape, np.inf)
+    if not found.any(): return D  # nothing to measure (`X` may have no rows at all)
     for a in range(0, len(rows), block):  # (block, k, d) differences at a time
         diff = np.subtract(X[np.where(found[a:a + block], rows[a:a + block], 0)], Q[a:a + block, None], dtype=np.float64)
         D[a:a + block] = np.sqrt(np.einsum('ijk,ijk->ij', diff, diff))
     D[~found] = np.inf
+    return D
+
+def _exact_euclidean(Q, rows, X):
+    "The candidate rows re-sorted by exact distance, nearest first, with those distances (float32)."
+    D = euclidean_to_rows(Q, rows, X)
     o = np.argsort(D, axis=1, kind='stable')
     at = np.arange(len(rows))[:, None]
     return rows[at, o], D[at, o].astype(np.float32)
