@@ -182,7 +182,9 @@ def save_copy(self:ShardServer, path):
     self.index.storage.acquire_lock(self.path)  # ... so take this file's back
 
 @patch
-def stats(self:ShardServer) -> dict: return self.index.get_stats()
+def stats(self:ShardServer) -> dict:
+    "This shard's `IVFIndex.get_stats()`."
+    return self.index.get_stats()
 
 @patch
 def close(self:ShardServer):
@@ -453,9 +455,13 @@ def close(self:ShardedIndex):
         for a in self.shards: _ray().kill(a)
 
 @patch
-def __enter__(self:ShardedIndex): return self
+def __enter__(self:ShardedIndex):
+    "Enter a `with` block; the sharded index is closed when it ends."
+    return self
 @patch
-def __exit__(self:ShardedIndex, *exc): self.close()
+def __exit__(self:ShardedIndex, *exc):
+    "Close the sharded index (`close`) at the end of a `with` block, even when the block raised."
+    self.close()
 
 # %% ../nbs/07b_distributed.ipynb #366272b9
 def _write_shard(file,          # where to save the shard

@@ -371,7 +371,9 @@ def encode(self:ScalarQuantizer, X, block:int=65536) -> np.ndarray:
     return out
 
 @patch
-def decode(self:ScalarQuantizer, C) -> np.ndarray: return self.vmin + self.scale * np.asarray(C, np.float32)
+def decode(self:ScalarQuantizer, C) -> np.ndarray:
+    "The float32 vectors that 8-bit codes `C` stand for: `vmin + scale·C`."
+    return self.vmin + self.scale * np.asarray(C, np.float32)
 
 @patch
 def tables(self:ScalarQuantizer, Qm):

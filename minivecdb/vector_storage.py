@@ -310,7 +310,9 @@ def row_of(self:StorageView, id) -> int:
     return r if r >= 0 and self.alive[r] else -1
 
 @patch
-def __contains__(self:StorageView, id): return self.row_of(id) >= 0
+def __contains__(self:StorageView, id):
+    "Whether `id` is a live vector of this view (`id in view`)."
+    return self.row_of(id) >= 0
 
 # %% ../nbs/00_vector_storage.ipynb #5a2a34f3
 @patch
@@ -559,9 +561,13 @@ def close(self:VectorStorage):
     if self._lock is not None: self._lock.close(); self._lock = None
 
 @patch
-def __enter__(self:VectorStorage): return self
+def __enter__(self:VectorStorage):
+    "Enter a `with` block; the storage is closed when it ends."
+    return self
 @patch
-def __exit__(self:VectorStorage, *exc): self.close()
+def __exit__(self:VectorStorage, *exc):
+    "Close the storage (`close`) at the end of a `with` block, even when the block raised."
+    self.close()
 
 # %% ../nbs/00_vector_storage.ipynb #559fc432
 MAGIC, FORMAT_VERSION = b"MINIVEC\0", 1
