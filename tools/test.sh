@@ -4,7 +4,10 @@
 #   2. nbdev_test runs every notebook (cells flagged `slow` only with --slow)
 #   2b. the fast cases of the adversarial suite (tools/adversarial.py: odd inputs, corrupt files, concurrency, the CLI)
 #   3. one notebook runs end to end in a real Jupyter kernel from nbs/
-#   4. the site builds (nbdev's _proc/ rendered by smalldocs into _docs/) and passes a headless Chromium check
+#   4. the site builds (nbdev's _proc/ rendered by smalldocs into _docs/, pages renamed as Quarto names them, maths as
+#      MathML) and passes tools/check_site.py in headless Chromium: links and anchors, widths at 1280 px and on a phone,
+#      Exported source folds and signatures, nothing fetched from another host, no machine paths or progress-bar debris,
+#      and full-page screenshots in _docs/screenshots/
 #   5. the wheel builds and installs into a clean venv
 # and ends with one line `N passed, M failed`. Usage: bash tools/test.sh [--slow]
 set -uo pipefail
