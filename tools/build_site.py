@@ -11,7 +11,9 @@ Three things smalldocs does differently from Quarto are then put right, so that 
   theme's Google Fonts import is dropped (the theme's own fallback fonts are used);
 - fastcore's signatures are put right in the processed notebooks: an exception class reads `class Name(Base):`
   rather than `def Name(*args, **kwargs)`, a parameter without an annotation whose default is None no
-  longer reads `x:NoneType=None`, and `__dunder__` names in headings are not taken for bold text;
+  longer reads `x:NoneType=None`, a name in a docments comment keeps its backticks instead of a markdown link that
+  code cannot render, and `__dunder__` names in headings are not taken for bold text;
+- column names in tables may wrap after an underscore (`one_node_<wbr>build_s`);
 - a progress bar's refreshes (tqdm writes each as its own output, ending in `\\r`) are shown as a terminal shows them:
   the final line only.
 Exits 1 when smalldocs reports a broken link or an error."""
@@ -57,6 +59,7 @@ def _symbols():
 def fix_signature(md, classes):
     "Put right one `show_doc` markdown output: class signatures, NoneType defaults, dunder headings."
     md = re.sub(r'(\w+):NoneType=None', r'\1=None', md)
+    md = re.sub(r'```python\n.*?```', lambda m: re.sub(r'\[(`[^`]+`)\]\([^)]*\)', r'\1', m.group(0)), md, flags=re.S)
     def cls(m):
         c = classes.get(m.group(1))
         if c is None or not issubclass(c, BaseException): return m.group(0)
@@ -98,13 +101,17 @@ def drop_web_fonts(doc_path):
         text = css.read_text()
         if 'fonts.googleapis' in text: css.write_text(re.sub(r'@import url\([^)]*fonts\.googleapis[^)]*\);?', '', text))
 
+def breakable_headers(text):
+    "Let a table's column names (`one_node_build_s`) wrap after their underscores, and nowhere else."
+    return re.sub(r'(<th[^>]*>)([^<]*)(</th>)', lambda m: m.group(1) + m.group(2).replace('_', '_<wbr>') + m.group(3), text)
+
 def fix_site(doc_path, cfg):
     "Rename the pages and rewrite links and maths in every page, the search index and the sitemap."
     names = {k: v for k, v in page_names(doc_path).items() if k != v}
     for f in [*doc_path.glob('*.html'), doc_path/'search.json', doc_path/'sitemap.xml']:
         if not f.exists(): continue
         text = relative_doc_links(rename_links(f.read_text(), names), cfg)
-        if f.suffix == '.html': text = mathml(text)
+        if f.suffix == '.html': text = breakable_headers(mathml(text))
         f.write_text(text)
     for old, new in names.items(): (doc_path/old).rename(doc_path/new)
     drop_web_fonts(doc_path)

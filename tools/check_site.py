@@ -146,6 +146,7 @@ MEASURE = r"""(() => {
     sideways: document.documentElement.scrollWidth - document.documentElement.clientWidth,
     folds: [...main.querySelectorAll('details.code-fold > summary')].map(s => s.innerText.trim()),
     doc: text(main.querySelectorAll('.doc-signature, .sourceCode, h3, h4')) + '\n' + text(main.querySelectorAll('p, td')),
+    signatures: text(main.querySelectorAll('.cell-output-markdown pre')),
     outputs, prose, height: document.documentElement.scrollHeight,
   };
 })()"""
@@ -176,9 +177,8 @@ def debris(m):
     found = [f'{what}: {p.search(m["doc"]).group(0)!r}' for p, what in BAD_DOC if p.search(m['doc'])]
     for name, pat, text in [('a machine path', MACHINE_PATH, m['outputs'] + m['prose']),
                             ('an unfinished progress bar', PARTIAL_BAR, m['outputs']),
-                            ('a raw markdown link', RAW_LINK, m['prose']), ('raw TeX', RAW_TEX, m['prose'])]:
-        for line in text.splitlines():
-            if pat.search(line): found.append(f'{name}: {line.strip()[:120]!r}'); break
+                            ('a raw markdown link', RAW_LINK, m['prose'] + '\n' + m['signatures']), ('raw TeX', RAW_TEX, m['prose'])]:
+        found += [f'{name}: {line.strip()[:120]!r}' for line in text.splitlines() if pat.search(line)][:3]
     return found
 
 def links(page, m, base, ids, status, doc_host):
@@ -259,7 +259,9 @@ a raw [markdown link](index.html) and raw TeX \\(4\\sqrt{n}\\).</p>
 <pre style="white-space:pre;overflow-x:auto">%s</pre>
 <div class="cell-output"><pre>loaded from /work/main/.venv/lib/python3.11/site-packages/model
 embedding:  13%%|█▎        | 64/491</pre></div>
-<div class="cell-output"><div class="sourceCode"><pre>def StoreLockedError(*args, **kwargs):</pre></div></div>
+<div class="cell-output cell-output-markdown"><div class="sourceCode"><pre>def StoreLockedError(*args, **kwargs):
+def f(x, # from [`search_store`](text.html#search_store)
+):</pre></div></div>
 </main></body></html>""" % ('x' * 400)
 GOOD_PAGE = """<!doctype html><html><head><title>index</title></head><body>
 <nav id="quarto-sidebar"><a href="index.html">index</a><a href="bad.html">bad</a></nav>
@@ -276,7 +278,7 @@ def self_test():
     want = {'links': ['no #nowhere', 'gone.html is broken', 'private name', 'doc host'],
             'widths': ['hides'], 'code': ['0 "Exported source" folds', 'exception class'],
             'offline': ['requested https://cdn.example.org', 'raw TeX'],
-            'debris': ['machine path', 'unfinished progress bar', 'raw markdown link']}
+            'debris': ['machine path', 'unfinished progress bar', "a raw markdown link: 'def f(x, # from [`search_store`]"]}
     missed = [f'{k}: {w}' for k, ws in want.items() for w in ws if not any(w in p for p in bad[k])]
     clean = [f'{k}: {p}' for k, ps in good.items() if k != '_info' for p in ps]
     report(not missed and not clean, 'the site checks catch each kind of defect on a test page and pass a clean one'
