@@ -2,7 +2,9 @@
 
 Cells whose first lines carry a `tst_flags` flag (`#| slow`) are skipped and keep their stored outputs, unless
 `--flags slow` is given: the default run refreshes every quick cell in a minute or two, and the slow benchmarks are
-re-run only on purpose. Stops at the first failing cell and leaves the file unchanged.
+re-run only on purpose. After a run with flags, the quick cells run once more, so that a quick cell reading a file the
+slow cells write (the benchmarks page's summary) shows the new file. Stops at the first failing cell and leaves the
+file unchanged.
 Usage: python tools/execute_notebook.py nbs/01_ivf_index.ipynb [--flags slow]"""
 import argparse, re, sys, time
 from pathlib import Path
@@ -18,13 +20,10 @@ def cell_flags(cell):
         elif line.strip() and not line.lstrip().startswith('#|'): break
     return out
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('notebook'); p.add_argument('--flags', nargs='*', default=[])
-    args = p.parse_args()
-    path = Path(args.notebook).resolve()
+def execute(path:Path, flags):
+    "Run the cells of the notebook at `path` (those flagged only if their flag is in `flags`) and store their outputs."
     nb = nbformat.read(path, as_version=4)
-    skipped = [c for c in nb.cells if c.cell_type == 'code' and (cell_flags(c) & {'slow'}) - set(args.flags)]
+    skipped = [c for c in nb.cells if c.cell_type == 'code' and (cell_flags(c) & {'slow'}) - set(flags)]
     kept = {id(c): c.outputs for c in skipped}
     run = nbformat.from_dict(nb)
     run.cells = [c for c in nb.cells if id(c) not in kept]
@@ -37,5 +36,13 @@ def main():
     nb.cells = [c if id(c) in kept else next(done) for c in nb.cells]
     nbformat.write(nb, path)
     print(f'executed {path.name} in {time.time()-t0:.1f}s ({len(skipped)} flagged cells kept their stored outputs)')
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('notebook'); p.add_argument('--flags', nargs='*', default=[])
+    args = p.parse_args()
+    path = Path(args.notebook).resolve()
+    execute(path, args.flags)
+    if args.flags: execute(path, [])
 
 if __name__ == '__main__': main()
