@@ -2,7 +2,8 @@
 
 nbdev processes the notebooks into _proc/ exactly as `nbdev_docs` does (same Quarto configuration from nbs/),
 then smalldocs renders that Quarto website project; the output moves to _docs/ as nbdev_docs would move it.
-Three things smalldocs does differently from Quarto are then put right, so that the site works offline:
+The output is then put right where smalldocs differs from Quarto or fastcore's signatures read badly, so that the site
+works offline and reads cleanly:
 - pages get the names Quarto gives them from nbdev's `output-file` (`00_vector_storage.ipynb` → `vector_storage.html`,
   the names nbdev's cross-reference links use), and every link to them follows;
 - cross-reference links to the doc host (`https://…/minivecdb/ivf_index.html#ivfindex`) become relative links, so
