@@ -21,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 from urllib.request import Request, urlopen
 import websocket, yaml
 from PIL import Image
+from nbdev.config import get_config
 from nbdev.doclinks import _nbpath2html
 
 root = Path(__file__).resolve().parent.parent
@@ -181,7 +182,7 @@ def debris(m):
         found += [f'{name}: {line.strip()[:120]!r}' for line in text.splitlines() if pat.search(line)][:3]
     return found
 
-def links(page, m, base, ids, status, doc_host):
+def links(m, base, ids, status, doc_host):
     "Broken links and assets of one page, links to private names, and links to the doc host."
     problems = []
     for r in m['refs']:
@@ -198,7 +199,7 @@ def links(page, m, base, ids, status, doc_host):
             elif path in ids and parts.fragment not in ids[path]: problems.append(f'{raw}: no #{parts.fragment} on {path}')
     return problems
 
-def check_pages(site, pages, doc_host, shots, sidebar=True):
+def check_pages(site, pages, doc_host, shots):
     "Measure each `(expected Exported-source folds, page)` of the site in Chromium; return `{page: {check: problems}}`."
     server = _QuietServer(('127.0.0.1', 0), functools.partial(_QuietHandler, directory=str(site)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -233,8 +234,8 @@ def check_pages(site, pages, doc_host, shots, sidebar=True):
         m, found = measured[page], debris(measured[page])
         shown = m['folds'].count('Exported source')
         out[page] = {
-            'links': links(page, m, base, ids, status, doc_host) + m['failed']
-                     + ([f'sidebar lacks {q}' for _, q in pages if q not in {Path(urlsplit(h).path).name for h in m['sidebar']}] if sidebar else []),
+            'links': links(m, base, ids, status, doc_host) + m['failed']
+                     + [f'sidebar lacks {q}' for _, q in pages if q not in {Path(urlsplit(h).path).name for h in m['sidebar']}],
             'widths': m['clipped'] + m['shrunk'] + ([f'the page scrolls {m["sideways"]} px sideways'] if m['sideways'] > 1 else [])
                       + [f'phone: {p}' for p in m['phone']],
             'code': ([] if shown == folds else [f'{shown} "Exported source" folds for {folds} exported cells'])
@@ -287,8 +288,8 @@ def self_test():
 def main():
     if not (docs/'index.html').exists(): sys.exit('FAIL: no _docs/index.html: build the site first (tools/build_site.py)')
     self_test()
-    cfg = yaml.safe_load((root/'nbs'/'nbdev.yml').read_text())
-    doc_host = cfg['website'].get('site-url', '').rstrip('/') + '/'
+    cfg = get_config()
+    doc_host = cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/') + '/'  # the prefix build_site.py makes relative
     pages, shots = sidebar_pages(), docs/'screenshots'
     res = check_pages(docs, [(exported_cells(nb), page) for nb, page in pages], doc_host, shots)
     for _, page in pages:
