@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything a change must pass: set up .venv (once), then
-#   1. nbdev_export + nbdev_clean leave the module and notebooks unchanged; README.md is in step with index.ipynb
+#   1. nbdev_export + nbdev_clean leave the module and notebooks unchanged; README.md is in step with index.ipynb;
+#      exported cells are short (tools/cell_sizes.py: a median of at most 10 non-blank lines)
 #   2. nbdev_test runs every notebook (cells flagged `slow` only with --slow)
 #   2b. the fast cases of the adversarial suite (tools/adversarial.py: odd inputs, corrupt files, concurrency, the CLI)
 #   3. one notebook runs end to end in a real Jupyter kernel from nbs/
@@ -33,6 +34,7 @@ before=$(snap)
 nbdev_export && nbdev_clean
 if [ "$before" = "$(snap)" ]; then echo "PASS: nbdev_export and nbdev_clean changed nothing" | tee -a "$log"
 else echo "FAIL: nbdev_export/nbdev_clean changed files (export, clean and commit):" | tee -a "$log"; git status --short -- minivecdb nbs; fi
+python tools/cell_sizes.py | tee -a "$log"
 python tools/make_readme.py --check | sed 's/^README.md is in/PASS: README.md is in/; s/^README.md is stale/FAIL: README.md is stale/' | tee -a "$log"
 
 step "2. nbdev_test, one notebook at a time, two at once${flags:+ (flags: $flags)}"
