@@ -28,6 +28,7 @@ def _check_dimension(dimension, what="dimension") -> int:
         raise ValueError(f"{what} must be a positive integer, got {dimension!r}")
     return int(dimension)
 
+# %% ../nbs/00_vector_storage.ipynb #4df1f641
 class CorruptStoreError(ValueError):
     "A store file that is truncated, damaged or not a minivecdb store."
 
@@ -39,6 +40,7 @@ def _parse_metadatas(raw, n:int) -> list:
     if bad is not None: raise CorruptStoreError(f"the metadata of row {bad} is a {type(metas[bad]).__name__}, not an object")
     return metas
 
+# %% ../nbs/00_vector_storage.ipynb #dead3f64
 class _Metadatas:
     "The rows' metadata dicts: a list, or a loaded store's JSON bytes that the first reader parses (once, under a lock)."
     def __init__(self, items:list=None, raw=None, n:int=0):
@@ -49,29 +51,40 @@ class _Metadatas:
             with self._parse_lock:
                 if self._items is None: self._items, self._raw = _parse_metadatas(self._raw, self._n), None
         return self._items
-    def raw_bytes(self):
-        "The original JSON bytes while nobody has parsed them, else None."
-        with self._parse_lock: return None if self._raw is None else bytes(self._raw)
+
+# %% ../nbs/00_vector_storage.ipynb #c151563b
+@patch
+def raw_bytes(self:_Metadatas):
+    "The original JSON bytes while nobody has parsed them, else None."
+    with self._parse_lock: return None if self._raw is None else bytes(self._raw)
 
 # %% ../nbs/00_vector_storage.ipynb #0b214c88
 class _WriteLock:
     "A storage's re-entrant writer lock: when its outermost holder lets go, the changes made meanwhile are published together."
     def __init__(self, storage):  # held weakly: a storage nobody uses is freed at once, not at the next garbage collection
         self._lock, self._storage, self._depth, self._owner = threading.RLock(), weakref.ref(storage), 0, None
-    def __enter__(self):
-        self._lock.acquire()
-        self._depth, self._owner = self._depth + 1, threading.get_ident()
-        return self
-    def __exit__(self, *exc):
-        try:
-            if self._depth == 1 and (storage := self._storage()) is not None: storage._publish()
-        finally:
-            self._depth -= 1
-            if not self._depth: self._owner = None
-            self._lock.release()
     def held(self) -> bool:
         "Whether the calling thread holds the lock."
         return self._owner == threading.get_ident()
+
+# %% ../nbs/00_vector_storage.ipynb #8b144a7b
+@patch
+def __enter__(self:_WriteLock):
+    "Take the lock (after any other writer lets go) and count one more hold by this thread."
+    self._lock.acquire()
+    self._depth, self._owner = self._depth + 1, threading.get_ident()
+    return self
+
+# %% ../nbs/00_vector_storage.ipynb #fbfab5c6
+@patch
+def __exit__(self:_WriteLock, *exc):
+    "Let go once; the outermost release publishes the storage's changes first."
+    try:
+        if self._depth == 1 and (storage := self._storage()) is not None: storage._publish()
+    finally:
+        self._depth -= 1
+        if not self._depth: self._owner = None
+        self._lock.release()
 
 # %% ../nbs/00_vector_storage.ipynb #e70ec919
 class VectorStorage:
@@ -90,19 +103,13 @@ class VectorStorage:
         self.write_lock = _WriteLock(self)  # every change holds it; hold it yourself to make several changes one step
         self._dirty, self._view = False, StorageView(self)
 
-    @property
-    def _metadatas(self) -> list: return self._metas.items
-    def __len__(self): return len(self.view())
-    def __contains__(self, id): return id in self.view()
-    def __repr__(self):
-        return f"VectorStorage(dimension={self.dimension}, vectors={len(self)}, next_id={self.next_id})"
-
-# %% ../nbs/00_vector_storage.ipynb #1bd7d0d9
+# %% ../nbs/00_vector_storage.ipynb #090e9088
 def _read_only(a:np.ndarray) -> np.ndarray:
     "A read-only view of `a`."
     a = a.view(); a.flags.writeable = False
     return a
 
+# %% ../nbs/00_vector_storage.ipynb #1bd7d0d9
 class StorageView:
     "What readers see of a `VectorStorage`: its rows at one moment, read-only, never changed by later writes."
     def __init__(self, s:VectorStorage):
@@ -114,6 +121,7 @@ class StorageView:
     def __len__(self): return self.n_rows - self.n_dead
     def __repr__(self): return f"StorageView(n_rows={self.n_rows}, live={len(self)}, layout_version={self.layout_version})"
 
+# %% ../nbs/00_vector_storage.ipynb #f10075ee
 @patch
 def _publish(self:VectorStorage):
     "Publish the writer's changes as one new `StorageView`, then let the watching index keep up (repeating if it moved rows)."
@@ -123,11 +131,38 @@ def _publish(self:VectorStorage):
         on_change = self._watcher and self._watcher[0]()
         if on_change is not None: on_change(self._view)
 
+# %% ../nbs/00_vector_storage.ipynb #065aa89a
 @patch
 def view(self:VectorStorage) -> StorageView:
     "The rows as they are now, as a snapshot that later writes never change (the writer holding `write_lock` sees its own changes)."
     if self._dirty and self.write_lock.held(): return StorageView(self)
     return self._view
+
+# %% ../nbs/00_vector_storage.ipynb #1c7d86a3
+@patch(as_prop=True)
+def _metadatas(self:VectorStorage) -> list:
+    "The rows' metadata dicts, in row order."
+    return self._metas.items
+@patch
+def __len__(self:VectorStorage):
+    "The number of live vectors."
+    return len(self.view())
+@patch
+def __contains__(self:VectorStorage, id):
+    "Whether `id` is a live vector's id."
+    return id in self.view()
+@patch
+def __repr__(self:VectorStorage):
+    "The dimension, live vectors and next id."
+    return f"VectorStorage(dimension={self.dimension}, vectors={len(self)}, next_id={self.next_id})"
+
+# %% ../nbs/00_vector_storage.ipynb #24c1e149
+def _numeric_array(vectors, dimension:int) -> np.ndarray:
+    "`vectors` as a numeric numpy array, or an error that names the storage's `dimension`."
+    try: arr = np.asarray(vectors)
+    except (ValueError, TypeError): raise ValueError(f"vectors must be rows of {dimension} numbers each (the storage's dimension); got rows of different lengths") from None
+    if arr.dtype.kind not in 'iuf': raise TypeError(f"vector must hold int or float numbers, got {arr.dtype} values")
+    return arr
 
 # %% ../nbs/00_vector_storage.ipynb #795030e7
 @patch
@@ -136,9 +171,7 @@ def _as_rows(self:VectorStorage,
     single:bool=False,  # True for `add`: exactly one 1-D vector
 ) -> np.ndarray:
     "`vectors` as a numeric 2-D array with the storage's dimension, or a clear error."
-    try: arr = np.asarray(vectors)
-    except (ValueError, TypeError): raise ValueError(f"vectors must be rows of {self.dimension} numbers each (the storage's dimension); got rows of different lengths") from None
-    if arr.dtype.kind not in 'iuf': raise TypeError(f"vector must hold int or float numbers, got {arr.dtype} values")
+    arr = _numeric_array(vectors, self.dimension)
     if single:
         if arr.ndim != 1: raise ValueError(f"add takes one 1-D vector, got shape {arr.shape}: use add_bulk for several")
         if len(arr) != self.dimension: raise ValueError(f"vector has dimension {len(arr)}, storage expects {self.dimension}")
@@ -182,6 +215,22 @@ def metadata_problem(metadata) -> str:
             return f"field {k!r} holds {_shown(v)}, which a store cannot keep; expected text, a finite number, true/false, null, a list or an object"
     return None
 
+# %% ../nbs/00_vector_storage.ipynb #8ad43381
+def _check_shapes(metadatas:list, where):
+    "TypeError naming (with `where(i)`) the first metadata that is not a dict or whose shape JSON cannot keep."
+    for i, m in enumerate(metadatas):
+        if m is None: continue
+        if not isinstance(m, dict): raise TypeError(f"{where(i)} must be a dict, got {type(m).__name__}")
+        if (p := _structure_problem(m)) is not None: raise TypeError(f"{where(i)} {p}")
+
+# %% ../nbs/00_vector_storage.ipynb #a9b6b935
+def _round_trip(metadatas:list, where) -> list:
+    "`metadatas` through one JSON round trip (a checked deep copy); TypeError naming, with `where(i)`, the first row JSON refuses."
+    try: return json.loads(json.dumps(metadatas, allow_nan=False))
+    except (TypeError, ValueError):
+        i, problem = next((i, p) for i, m in enumerate(metadatas) if (p := metadata_problem(m)))
+        raise TypeError(f"{where(i)} is not JSON-serialisable: {problem}") from None
+
 # %% ../nbs/00_vector_storage.ipynb #70620920
 def _check_metadatas(metadatas, # a list of dicts (or None), one per vector
                      n:int,     # number of vectors they belong to
@@ -193,15 +242,9 @@ def _check_metadatas(metadatas, # a list of dicts (or None), one per vector
     metadatas = list(metadatas)
     if len(metadatas) != n: raise ValueError(f"got {len(metadatas)} metadatas for {n} vectors")
     where = (lambda i: "metadata") if single else (lambda i: f"metadata of row {i}")
-    for i, m in enumerate(metadatas):
-        if m is None: continue
-        if not isinstance(m, dict): raise TypeError(f"{where(i)} must be a dict, got {type(m).__name__}")
-        if (p := _structure_problem(m)) is not None: raise TypeError(f"{where(i)} {p}")
+    _check_shapes(metadatas, where)
     if metadatas.count(None) == n: return metadatas
-    try: return json.loads(json.dumps(metadatas, allow_nan=False))
-    except (TypeError, ValueError):
-        i, problem = next((i, p) for i, m in enumerate(metadatas) if (p := metadata_problem(m)))
-        raise TypeError(f"{where(i)} is not JSON-serialisable: {problem}") from None
+    return _round_trip(metadatas, where)
 
 # %% ../nbs/00_vector_storage.ipynb #4b2ba259
 @patch
@@ -218,6 +261,7 @@ def _reserve(self:VectorStorage,
     alive = np.zeros(new_cap, bool); alive[:n] = self._alive[:n]
     self._data, self._row_ids, self._alive = data, row_ids, alive
 
+# %% ../nbs/00_vector_storage.ipynb #d776262a
 @patch
 def _reserve_ids(self:VectorStorage,
     n_ids:int, # ids that must fit in the id -> row map
@@ -238,25 +282,31 @@ def _bad_row(block:np.ndarray) -> int:
     if block.size == 0 or (block.max() <= MAX_VALUE and block.min() >= -MAX_VALUE): return -1  # NaN fails both
     return int(np.argmin((np.abs(block) <= MAX_VALUE).all(axis=1)))
 
-# %% ../nbs/00_vector_storage.ipynb #67dd0fbc
+# %% ../nbs/00_vector_storage.ipynb #bf285e40
 @patch
-def _append(self:VectorStorage,
-    rows:np.ndarray, # (n, dimension) numeric array, already shape-checked
-    metadatas:list,  # n checked metadatas (dicts or None)
+def _fill_rows(self:VectorStorage,
+    rows:np.ndarray,   # (n, dimension) numeric array, already shape-checked
+    start:int,         # first spare row to fill
     single:bool=False, # name errors for one vector instead of "row i"
-) -> np.ndarray:
-    "Copy `rows` in after the last row, check them, then commit (published when the writer lets go); returns the new int64 ids."
-    n, start = len(rows), self._n_rows
-    self._reserve(start + n)
-    dest = self._data[start:start + n]
-    step = max(1, _BLOCK_BYTES // (4 * self.dimension))
+):
+    "Copy `rows` as float32 into the spare rows from `start`, block by block, checking each block while it is in cache."
+    dest, step = self._data[start:start + len(rows)], max(1, _BLOCK_BYTES // (4 * self.dimension))
     with np.errstate(over='ignore', invalid='ignore'):
-        for i in range(0, n, step):
+        for i in range(0, len(rows), step):
             block = dest[i:i + step]
             block[...] = rows[i:i + step]
             if (bad := _bad_row(block)) >= 0:
                 what = "vector" if single else f"row {i + bad}"
                 raise ValueError(f"{what} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e} (after conversion to float32)")
+
+# %% ../nbs/00_vector_storage.ipynb #dc030371
+@patch
+def _commit_rows(self:VectorStorage,
+    start:int,      # first of the filled rows
+    metadatas:list, # their checked metadatas, one per row
+) -> np.ndarray:
+    "Give the filled rows from `start` the next ids and their metadata, and mark the storage dirty; returns the ids."
+    n = len(metadatas)
     ids = np.arange(self.next_id, self.next_id + n, dtype=np.int64)
     self._reserve_ids(self.next_id + n)
     self._row_ids[start:start + n], self._alive[start:start + n] = ids, True
@@ -265,6 +315,19 @@ def _append(self:VectorStorage,
     self._n_rows, self.next_id = start + n, self.next_id + n
     self._dirty = True
     return ids
+
+# %% ../nbs/00_vector_storage.ipynb #67dd0fbc
+@patch
+def _append(self:VectorStorage,
+    rows:np.ndarray, # (n, dimension) numeric array, already shape-checked
+    metadatas:list,  # n checked metadatas (dicts or None)
+    single:bool=False, # name errors for one vector instead of "row i"
+) -> np.ndarray:
+    "Copy `rows` in after the last row, check them, then commit (published when the writer lets go); returns the new int64 ids."
+    start = self._n_rows
+    self._reserve(start + len(rows))
+    self._fill_rows(rows, start, single)
+    return self._commit_rows(start, metadatas)
 
 # %% ../nbs/00_vector_storage.ipynb #c51ef5b2
 @patch
@@ -277,6 +340,7 @@ def add(self:VectorStorage,
     metas = _check_metadatas(None if metadata is None else [metadata], 1, single=True)
     with self.write_lock: return int(self._append(rows, metas, single=True)[0])
 
+# %% ../nbs/00_vector_storage.ipynb #4cbbab76
 @patch
 def add_bulk(self:VectorStorage,
     vectors,             # (n, dimension) array-like
@@ -294,6 +358,7 @@ def _as_id(id):
     try: return operator.index(id)
     except TypeError: return None
 
+# %% ../nbs/00_vector_storage.ipynb #f4dc1a5a
 def _json_copy(v):
     "A deep copy of a JSON value (dicts, lists, scalars), much faster than `copy.deepcopy`."
     if isinstance(v, dict): return {k: _json_copy(x) for k, x in v.items()}
@@ -309,6 +374,7 @@ def row_of(self:StorageView, id) -> int:
     r = int(self._id_to_row[i])
     return r if r >= 0 and self.alive[r] else -1
 
+# %% ../nbs/00_vector_storage.ipynb #b3256f80
 @patch
 def __contains__(self:StorageView, id):
     "Whether `id` is a live vector of this view (`id in view`)."
@@ -321,6 +387,7 @@ def metadata(self:StorageView, row:int) -> dict:
     m = self._metas.items[row]
     return {} if m is None else _json_copy(m)
 
+# %% ../nbs/00_vector_storage.ipynb #21f9c3b6
 @patch
 def get(self:StorageView, id):
     "Copies of the `(vector, metadata)` stored under `id`."
@@ -340,6 +407,7 @@ def ids(self:StorageView) -> np.ndarray:
     "Ids of the live vectors (int64), aligned with `vectors`."
     return self.row_ids[self.alive] if self.n_dead else self.row_ids
 
+# %% ../nbs/00_vector_storage.ipynb #bec54f12
 @patch
 def get_all(self:StorageView) -> L:
     "Every `(id, vector, metadata)`, in id order."
@@ -347,11 +415,18 @@ def get_all(self:StorageView) -> L:
     rows = rows[np.argsort(self.row_ids[rows])]
     return L((int(i), self.matrix[r].copy(), self.metadata(r)) for i, r in zip(self.row_ids[rows].tolist(), rows.tolist()))
 
+# %% ../nbs/00_vector_storage.ipynb #d50455bb
 @patch
 def get(self:VectorStorage, id):
     "Copies of the `(vector, metadata)` stored under `id`."
     return self.view().get(id)
 
+@patch
+def get_all(self:VectorStorage) -> L:
+    "Every `(id, vector, metadata)`, in id order."
+    return self.view().get_all()
+
+# %% ../nbs/00_vector_storage.ipynb #b8322f4a
 @patch(as_prop=True)
 def vectors(self:VectorStorage) -> np.ndarray:
     "Live vectors, (n, dimension) float32, C-contiguous, in row order."
@@ -361,11 +436,6 @@ def vectors(self:VectorStorage) -> np.ndarray:
 def ids(self:VectorStorage) -> np.ndarray:
     "Ids of the live vectors (int64), aligned with `vectors`."
     return self.view().ids
-
-@patch
-def get_all(self:VectorStorage) -> L:
-    "Every `(id, vector, metadata)`, in id order."
-    return self.view().get_all()
 
 # %% ../nbs/00_vector_storage.ipynb #6b6fa308
 @patch
@@ -381,6 +451,7 @@ def delete(self:VectorStorage, id) -> bool:
         if 2 * self._n_dead > self._n_rows: self.compact()
         return True
 
+# %% ../nbs/00_vector_storage.ipynb #0518178e
 @patch
 def rows_of(self:StorageView, ids) -> np.ndarray:
     "Row numbers (int64) of the live vectors `ids`; KeyError naming the first unknown id."
@@ -395,10 +466,43 @@ def rows_of(self:StorageView, ids) -> np.ndarray:
     if not found.all(): raise KeyError(f"no vector with id {int(ids[~found][0])}")
     return rows
 
+# %% ../nbs/00_vector_storage.ipynb #f29af6c6
 @patch
 def rows_of(self:VectorStorage, ids) -> np.ndarray:
     "Row numbers (int64) of the live vectors `ids`; KeyError naming the first unknown id."
     return self.view().rows_of(ids)
+
+# %% ../nbs/00_vector_storage.ipynb #ff74853b
+@patch
+def _checked_order(self:VectorStorage, order) -> np.ndarray:
+    "`order` as int64 row numbers holding every live row once, with the dead rows it names dropped; else a clear error."
+    n = self._n_rows
+    order = np.asarray(order)
+    if order.ndim != 1 or (order.size and order.dtype.kind not in 'iu'): raise TypeError("order must be a 1-D array of row numbers")
+    order = order.astype(np.int64, copy=False)
+    if order.size and (order.min() < 0 or order.max() >= n): raise ValueError(f"order holds rows outside 0..{n - 1}")
+    counts = np.bincount(order, minlength=n)
+    if (counts > 1).any(): raise ValueError(f"row {int(np.argmax(counts > 1))} appears more than once in order")
+    missing = self._alive[:n] & (counts == 0)
+    if missing.any(): raise ValueError(f"live row {int(np.argmax(missing))} is missing from order")
+    return order[self._alive[order]]
+
+# %% ../nbs/00_vector_storage.ipynb #ae0cfacb
+@patch
+def _rebuild_rows(self:VectorStorage,
+    order:np.ndarray, # checked int64 row numbers, live rows only
+):
+    "Replace the writer's arrays with new ones holding old rows `order` (published views keep the old arrays)."
+    n, m = self._n_rows, len(order)
+    cap = max(m, len(self._data)) if self._data.flags.writeable else m
+    data = np.empty((cap, self.dimension), np.float32)  # new arrays: readers keep the old ones
+    np.take(self._data[:n], order, axis=0, out=data[:m], mode='clip')
+    row_ids = np.empty(cap, np.int64); row_ids[:m] = self._row_ids[order]
+    alive = np.zeros(cap, bool); alive[:m] = True
+    id_to_row = np.full(len(self._id_to_row), -1, np.int64); id_to_row[row_ids[:m]] = np.arange(m)
+    metas = self._metadatas
+    self._data, self._row_ids, self._alive, self._id_to_row = data, row_ids, alive, id_to_row
+    self._metas, self._n_rows, self._n_dead = _Metadatas([metas[r] for r in order.tolist()]), m, 0
 
 # %% ../nbs/00_vector_storage.ipynb #08ee97ea
 @patch
@@ -407,27 +511,7 @@ def permute(self:VectorStorage,
 ):
     "Reorder the rows so that new row `i` is old row `order[i]`."
     with self.write_lock:
-        n = self._n_rows
-        order = np.asarray(order)
-        if order.ndim != 1 or (order.size and order.dtype.kind not in 'iu'): raise TypeError("order must be a 1-D array of row numbers")
-        order = order.astype(np.int64, copy=False)
-        if order.size and (order.min() < 0 or order.max() >= n): raise ValueError(f"order holds rows outside 0..{n - 1}")
-        counts = np.bincount(order, minlength=n)
-        if (counts > 1).any(): raise ValueError(f"row {int(np.argmax(counts > 1))} appears more than once in order")
-        missing = self._alive[:n] & (counts == 0)
-        if missing.any(): raise ValueError(f"live row {int(np.argmax(missing))} is missing from order")
-        order = order[self._alive[order]]
-        m = len(order)
-        cap = max(m, len(self._data)) if self._data.flags.writeable else m
-        data = np.empty((cap, self.dimension), np.float32)  # new arrays: readers keep the old ones
-        np.take(self._data[:n], order, axis=0, out=data[:m], mode='clip')
-        row_ids = np.empty(cap, np.int64); row_ids[:m] = self._row_ids[order]
-        alive = np.zeros(cap, bool); alive[:m] = True
-        id_to_row = np.full(len(self._id_to_row), -1, np.int64); id_to_row[row_ids[:m]] = np.arange(m)
-        metas = self._metadatas
-        self._metas = _Metadatas([metas[r] for r in order.tolist()])
-        self._data, self._row_ids, self._alive, self._id_to_row = data, row_ids, alive, id_to_row
-        self._n_rows, self._n_dead = m, 0
+        self._rebuild_rows(self._checked_order(order))
         self.layout_version += 1
         self._dirty = True
 
@@ -485,27 +569,37 @@ def _fsync_dir(path:Path):
     except OSError: pass
     finally: os.close(fd)
 
+# %% ../nbs/00_vector_storage.ipynb #d1a4e314
 def _disk_full(e:OSError) -> bool:
     "Whether `e` means the disk is full: ENOSPC or EDQUOT, or numpy's short-write message that carries no errno."
     return e.errno in (errno.ENOSPC, errno.EDQUOT) or (e.errno is None and "requested and" in str(e))
 
+def _full_disk_error(path:Path) -> OSError:
+    "The error for a save to `path` that the full disk refused, with the space left there."
+    free = shutil.disk_usage(path.parent).free
+    return OSError(errno.ENOSPC, f"the disk holding {path.parent} is full ({free:,} bytes free), so {path.name} was left unchanged")
+
+# %% ../nbs/00_vector_storage.ipynb #7752eee0
+def _write_durably(fd:int, write):
+    "Fill the new file open as `fd` with `write`, then flush and fsync it, so its bytes are on disk before the rename."
+    if hasattr(os, "fchmod"): os.fchmod(fd, 0o644)
+    with open(fd, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+# %% ../nbs/00_vector_storage.ipynb #fb3c42b8
 def _atomic_write(path:Path,  # the file to replace
                   write,      # called with a binary file object; writes the whole new content
                  ):
     "Write a temp file beside `path` with `write`, fsync it, rename it over `path`, fsync the directory."
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        if hasattr(os, "fchmod"): os.fchmod(fd, 0o644)
-        with open(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_durably(fd, write)
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
-        if isinstance(e, OSError) and _disk_full(e):
-            free = shutil.disk_usage(path.parent).free
-            raise OSError(errno.ENOSPC, f"the disk holding {path.parent} is full ({free:,} bytes free), so {path.name} was left unchanged") from None
+        if isinstance(e, OSError) and _disk_full(e): raise _full_disk_error(path) from None
         raise
     _fsync_dir(path.parent)
 
@@ -531,6 +625,25 @@ def _store_path(path) -> Path:
     if not real.parent.is_dir(): raise FileNotFoundError(f"cannot save to {path}: its directory {real.parent} does not exist")
     return real
 
+# %% ../nbs/00_vector_storage.ipynb #435d1405
+def _take_lock(lock_path:Path, path:Path):
+    "The lock file `lock_path` of store `path`, open, locked and holding our pid; `StoreLockedError` if another writer holds it."
+    f = open(lock_path, "a+")
+    if not _try_lock(f):
+        f.seek(0); holder = f.read().strip() or "?"
+        f.close()
+        who = "another VectorStorage of this process" if holder == str(os.getpid()) else "another process"
+        raise StoreLockedError(f"{path} is being written by {who} (pid {holder}): save through that one, or wait until it "
+                               f"closes; lock file {lock_path}")
+    f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
+    return f
+
+# %% ../nbs/00_vector_storage.ipynb #6311df89
+def _remove_stray_temps(path:Path):
+    "Delete the temporary files that killed writers of `path` left beside it."
+    for stray in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError): stray.unlink()
+
 # %% ../nbs/00_vector_storage.ipynb #86195c26
 @patch
 def acquire_lock(self:VectorStorage,
@@ -540,18 +653,10 @@ def acquire_lock(self:VectorStorage,
     path = _store_path(path)
     lock_path = path.with_name(path.name + ".lock")
     if self._lock is not None and self._lock.name == str(lock_path): return path
-    f = open(lock_path, "a+")
-    if not _try_lock(f):
-        f.seek(0); holder = f.read().strip() or "?"
-        f.close()
-        who = "another VectorStorage of this process" if holder == str(os.getpid()) else "another process"
-        raise StoreLockedError(f"{path} is being written by {who} (pid {holder}): save through that one, or wait until it "
-                               f"closes; lock file {lock_path}")
-    f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
+    f = _take_lock(lock_path, path)
     self.close()
     self._lock = f
-    for stray in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        with contextlib.suppress(OSError): stray.unlink()
+    _remove_stray_temps(path)
     return path
 
 # %% ../nbs/00_vector_storage.ipynb #151a9db7
@@ -560,6 +665,7 @@ def close(self:VectorStorage):
     "Release the writer lock, if this storage holds one."
     if self._lock is not None: self._lock.close(); self._lock = None
 
+# %% ../nbs/00_vector_storage.ipynb #8c55fdca
 @patch
 def __enter__(self:VectorStorage):
     "Enter a `with` block; the storage is closed when it ends."
@@ -576,6 +682,7 @@ _ALIGN = 64
 
 def _aligned(n:int) -> int: return -(-n // _ALIGN) * _ALIGN
 
+# %% ../nbs/00_vector_storage.ipynb #b1d8c0e6
 def _check_extras(extras:dict) -> dict:
     "Extras as {name: numpy array or JSON value}, or an error before anything is written."
     if extras is None: return {}
@@ -602,34 +709,59 @@ def _pad(f, offset:int):
     "Pad `f` with zeros up to file position `offset`."
     f.write(b"\0" * (offset - f.tell()))
 
+# %% ../nbs/00_vector_storage.ipynb #4e06110b
+def _place_sections(sizes:dict) -> dict:
+    "Offset of each section of `sizes` (name -> bytes) laid end to end on 64-byte boundaries, and the 'end' of the last."
+    at, end = {}, 0
+    for name, nbytes in sizes.items(): at[name] = _aligned(end); end = at[name] + nbytes
+    return {**at, "end": end}
+
+# %% ../nbs/00_vector_storage.ipynb #6cf1c859
+def _extras_header(extras:dict, arrays:dict, at:dict) -> dict:
+    "The header's entry for each extra: its JSON value, or the dtype, shape, offset (from `at`) and CRC-32 of its array."
+    ext = {k: dict(value=v) for k, v in extras.items() if k not in arrays}
+    for k, a in arrays.items(): ext[k] = dict(dtype=a.dtype.str, shape=list(a.shape), offset=at[f"extra {k}"], crc32=zlib.crc32(a))
+    return ext
+
+# %% ../nbs/00_vector_storage.ipynb #072b263c
+@patch
+def _binary_header(self:VectorStorage,
+    ids:np.ndarray,   # ids of the rows that will be written
+    extras:dict,      # checked extras: name -> array or JSON value
+    arrays:dict,      # the array extras, C-contiguous
+    meta_bytes:bytes, # the metadata JSON, or None
+) -> tuple:
+    "The binary format's JSON header (bytes) and the offset of each section, from `_place_sections`."
+    sizes = {"vectors": len(ids) * self.dimension * 4, "ids": len(ids) * 8}
+    if meta_bytes is not None: sizes["metadata"] = len(meta_bytes)
+    sizes.update({f"extra {k}": a.nbytes for k, a in arrays.items()})
+    at = _place_sections(sizes)
+    meta = None if meta_bytes is None else dict(offset=at["metadata"], nbytes=len(meta_bytes), crc32=zlib.crc32(meta_bytes))
+    return json.dumps(dict(dimension=self.dimension, next_id=self.next_id, n_rows=len(ids), vectors=at["vectors"], ids=at["ids"],
+                           ids_crc32=zlib.crc32(ids), metadata=meta, extras=_extras_header(extras, arrays, at), end=at["end"])).encode(), at
+
+# %% ../nbs/00_vector_storage.ipynb #4dc863a0
+@patch
+def _write_rows(self:VectorStorage, f):
+    "Write the live rows' vectors to `f` in row order; with tombstones, gathered in blocks of 16 MB."
+    if not self._n_dead: return _write_array(f, self._data[:self._n_rows])
+    live, step = np.flatnonzero(self._alive[:self._n_rows]), max(1, (16 << 20) // (4 * self.dimension))
+    for i in range(0, len(live), step): _write_array(f, self._data[live[i:i + step]])
+
 # %% ../nbs/00_vector_storage.ipynb #361d4e4b
 @patch
 def _write_binary(self:VectorStorage, f, extras:dict, meta_bytes:bytes):
     "Write the binary format to the open file `f`."
-    n, d, ids = len(self), self.dimension, self.view().ids
-    sections, end = {}, 0
-    def place(name, nbytes):
-        nonlocal end
-        sections[name] = start = _aligned(end); end = start + nbytes
-        return start
-    place("vectors", n * d * 4); place("ids", n * 8)
-    meta = None if meta_bytes is None else dict(offset=place("metadata", len(meta_bytes)), nbytes=len(meta_bytes), crc32=zlib.crc32(meta_bytes))
+    ids = self.view().ids
     arrays = {k: v if v.flags.c_contiguous else v.copy(order="C") for k, v in extras.items() if isinstance(v, np.ndarray)}
-    ext = {k: dict(value=v) for k, v in extras.items() if k not in arrays}
-    for k, a in arrays.items(): ext[k] = dict(dtype=a.dtype.str, shape=list(a.shape), offset=place(f"extra {k}", a.nbytes), crc32=zlib.crc32(a))
-    header = json.dumps(dict(dimension=d, next_id=self.next_id, n_rows=n, vectors=sections["vectors"], ids=sections["ids"],
-                             ids_crc32=zlib.crc32(ids), metadata=meta, extras=ext, end=end)).encode()
+    header, at = self._binary_header(ids, extras, arrays, meta_bytes)
     base = _aligned(_PREFIX.size + len(header))
     f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), zlib.crc32(header)) + header)
-    _pad(f, base + sections["vectors"])
-    if not self._n_dead: _write_array(f, self._data[:self._n_rows])
-    else:
-        live, step = np.flatnonzero(self._alive[:self._n_rows]), max(1, (16 << 20) // (4 * d))
-        for i in range(0, len(live), step): _write_array(f, self._data[live[i:i + step]])
-    _pad(f, base + sections["ids"]); _write_array(f, ids)
-    if meta is not None: _pad(f, base + meta["offset"]); f.write(meta_bytes)
-    for k, a in arrays.items(): _pad(f, base + ext[k]["offset"]); _write_array(f, a)
-    _pad(f, base + end)
+    _pad(f, base + at["vectors"]); self._write_rows(f)
+    _pad(f, base + at["ids"]); _write_array(f, ids)
+    if meta_bytes is not None: _pad(f, base + at["metadata"]); f.write(meta_bytes)
+    for k, a in arrays.items(): _pad(f, base + at[f"extra {k}"]); _write_array(f, a)
+    _pad(f, base + at["end"])
 
 # %% ../nbs/00_vector_storage.ipynb #599ed3fd
 @patch
@@ -668,31 +800,43 @@ def _read_exact(f, a:np.ndarray, path):
 # %% ../nbs/00_vector_storage.ipynb #989102c0
 def _is_count(v) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
+def _corrupt_header(path, what) -> CorruptStoreError:
+    "The error for a store at `path` whose header is wrong in `what`."
+    return CorruptStoreError(f"{path} is corrupt: its header's {what}")
+
+def _check_fields(header:dict, path):
+    "CorruptStoreError naming the first header field that is missing or is not a count."
+    for key in ("n_rows", "dimension", "next_id", "vectors", "ids", "end", "metadata", "extras"):
+        if key not in header: raise _corrupt_header(path, f"'{key}' is missing")
+    for key in ("n_rows", "dimension", "vectors", "ids", "end"):
+        if not _is_count(header[key]): raise _corrupt_header(path, f"{key} is {header[key]!r}, expected a non-negative integer")
+    if header["dimension"] == 0: raise _corrupt_header(path, "dimension is 0, expected a positive integer")
+
+# %% ../nbs/00_vector_storage.ipynb #733a9723
+def _extra_span(k:str, e, path) -> tuple:
+    "`(offset, nbytes)` of array extra `k` from its header entry `e`, or CorruptStoreError."
+    try: dtype = np.dtype(e["dtype"]); shape, offset = e["shape"], e["offset"]
+    except (KeyError, TypeError, ValueError): raise _corrupt_header(path, f"extras[{k!r}] is {e!r}, expected a value or a dtype, shape and offset") from None
+    if dtype.kind not in "biuf" or not isinstance(shape, list) or not all(map(_is_count, shape)) or not _is_count(offset):
+        raise _corrupt_header(path, f"extras[{k!r}] has dtype {e['dtype']!r}, shape {shape!r}, offset {offset!r}; expected a numeric dtype and counts")
+    return offset, dtype.itemsize * int(np.prod(shape))
+
+# %% ../nbs/00_vector_storage.ipynb #f5392669
 def _check_sections(header:dict, path):
     "CorruptStoreError naming the first header field with the wrong type, or the first section that lies outside the file."
-    bad = lambda what: CorruptStoreError(f"{path} is corrupt: its header's {what}")
-    for key in ("n_rows", "dimension", "next_id", "vectors", "ids", "end", "metadata", "extras"):
-        if key not in header: raise bad(f"'{key}' is missing")
+    _check_fields(header, path)
     n, d, end = header["n_rows"], header["dimension"], header["end"]
-    for key in ("n_rows", "dimension", "vectors", "ids", "end"):
-        if not _is_count(header[key]): raise bad(f"{key} is {header[key]!r}, expected a non-negative integer")
-    if d == 0: raise bad("dimension is 0, expected a positive integer")
     spans = {"vectors": (header["vectors"], n * d * 4), "ids": (header["ids"], 8 * n)}
     meta = header["metadata"]
     if meta is not None:
         if not isinstance(meta, dict) or not all(_is_count(meta.get(k)) for k in ("offset", "nbytes", "crc32")):
-            raise bad(f"metadata entry is {meta!r}, expected offset, nbytes and crc32 counts")
+            raise _corrupt_header(path, f"metadata entry is {meta!r}, expected offset, nbytes and crc32 counts")
         spans["metadata"] = (meta["offset"], meta["nbytes"])
-    if not isinstance(header["extras"], dict): raise bad(f"extras is {header['extras']!r}, expected an object")
+    if not isinstance(header["extras"], dict): raise _corrupt_header(path, f"extras is {header['extras']!r}, expected an object")
     for k, e in header["extras"].items():
-        if isinstance(e, dict) and "value" in e: continue
-        try: dtype = np.dtype(e["dtype"]); shape, offset = e["shape"], e["offset"]
-        except (KeyError, TypeError, ValueError): raise bad(f"extras[{k!r}] is {e!r}, expected a value or a dtype, shape and offset") from None
-        if dtype.kind not in "biuf" or not isinstance(shape, list) or not all(map(_is_count, shape)) or not _is_count(offset):
-            raise bad(f"extras[{k!r}] has dtype {e['dtype']!r}, shape {shape!r}, offset {offset!r}; expected a numeric dtype and counts")
-        spans[f"extras[{k!r}]"] = (offset, dtype.itemsize * int(np.prod(shape)))
+        if not (isinstance(e, dict) and "value" in e): spans[f"extras[{k!r}]"] = _extra_span(k, e, path)
     for name, (offset, nbytes) in spans.items():
-        if offset + nbytes > end: raise bad(f"{name} section ({nbytes:,} bytes at offset {offset:,}) lies outside the {end:,} bytes of data")
+        if offset + nbytes > end: raise _corrupt_header(path, f"{name} section ({nbytes:,} bytes at offset {offset:,}) lies outside the {end:,} bytes of data")
 
 # %% ../nbs/00_vector_storage.ipynb #e1e68705
 def _read_header(f, path):
@@ -717,6 +861,7 @@ def _physical_memory() -> int:
     try: return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError): return 0
 
+# %% ../nbs/00_vector_storage.ipynb #73a3daaa
 def _id_table(next_id:int, path) -> np.ndarray:
     "An id -> row table for ids below `next_id` (-1 everywhere), refusing sizes no real store can have."
     if isinstance(next_id, (bool, np.bool_)) or not isinstance(next_id, (int, np.integer)) or next_id < 0:
@@ -735,6 +880,15 @@ def _check_values(data:np.ndarray, ids:np.ndarray, path):
         if (bad := _bad_row(data[i:i + step])) >= 0:
             raise CorruptStoreError(f"{path} is corrupt: the vector of id {int(ids[i + bad])} holds NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
 
+# %% ../nbs/00_vector_storage.ipynb #36811246
+def _id_map(ids:np.ndarray, next_id:int, path) -> np.ndarray:
+    "The id -> row map of rows holding `ids`, refusing ids outside 0..next_id-1 and duplicate ids."
+    id_to_row, n = _id_table(next_id, path), len(ids)
+    if n and (ids.min() < 0 or ids.max() >= next_id): raise CorruptStoreError(f"{path} holds ids outside 0..next_id-1 ({next_id - 1})")
+    id_to_row[ids] = rows = np.arange(n)
+    if n and not np.array_equal(id_to_row[ids], rows): raise CorruptStoreError(f"{path} holds duplicate ids")
+    return id_to_row
+
 # %% ../nbs/00_vector_storage.ipynb #0d78e3b6
 @patch(cls_method=True)
 def _from_rows(cls:VectorStorage,
@@ -746,11 +900,7 @@ def _from_rows(cls:VectorStorage,
 ):
     "A storage holding `data` under `ids` in this row order, after checking the ids."
     s = cls(_check_dimension(dimension, f"{path}: dimension"))
-    n = len(ids)
-    id_to_row = _id_table(next_id, path)
-    if n and (ids.min() < 0 or ids.max() >= next_id): raise CorruptStoreError(f"{path} holds ids outside 0..next_id-1 ({next_id - 1})")
-    id_to_row[ids] = rows = np.arange(n)
-    if n and not np.array_equal(id_to_row[ids], rows): raise CorruptStoreError(f"{path} holds duplicate ids")
+    id_to_row, n = _id_map(ids, next_id, path), len(ids)
     s.next_id, s._data, s._row_ids, s._alive, s._n_rows = int(next_id), data, ids, np.ones(n, bool), n
     s._id_to_row, s._metas = id_to_row, metas
     s._view = StorageView(s)
@@ -761,35 +911,49 @@ def _check_crc(a, expected, what, path):
     "CorruptStoreError unless the CRC-32 of `a` is `expected` (files without one, from older versions, pass)."
     if expected is not None and zlib.crc32(a) != expected: raise CorruptStoreError(f"{path} is corrupt ({what} checksum mismatch)")
 
+# %% ../nbs/00_vector_storage.ipynb #581fc780
+def _section_reader(f, buf, base:int, path):
+    "A function reading a section (offset, dtype, shape) of store file `f`: a view of the map `buf` if given, else a copy."
+    def section(offset, dtype, shape):
+        count = int(np.prod(shape))
+        if count == 0: return np.empty(shape, dtype)
+        if buf is not None: return np.frombuffer(buf, dtype, count, base + offset).reshape(shape)
+        f.seek(base + offset)
+        return _read_exact(f, np.empty(shape, dtype), path)
+    return section
+
+# %% ../nbs/00_vector_storage.ipynb #d40f73df
+def _read_metadatas(section, meta:dict, n:int, path) -> _Metadatas:
+    "The rows' metadata from header entry `meta`: JSON bytes checksummed now and parsed on first use (all None if absent)."
+    if meta is None: return _Metadatas([None] * n)
+    raw = section(meta["offset"], np.uint8, (meta["nbytes"],))
+    _check_crc(raw, meta["crc32"], "metadata", path)
+    return _Metadatas(None, raw, n)
+
+# %% ../nbs/00_vector_storage.ipynb #69820676
+def _read_extras(section, extras:dict, path) -> dict:
+    "The extras of a binary store: JSON values as stored, arrays read (or mapped) and checksummed."
+    out = {}
+    for k, e in extras.items():
+        if "value" in e: out[k] = e["value"]; continue
+        out[k] = section(e["offset"], np.dtype(e["dtype"]), tuple(e["shape"]))
+        _check_crc(out[k], e.get("crc32"), f"extras[{k!r}]", path)
+    return out
+
 # %% ../nbs/00_vector_storage.ipynb #b3b98557
 @patch(cls_method=True)
 def _read_binary(cls:VectorStorage, path:Path, mmap:bool, verify:bool=True) -> VectorStorage:
     "Open a binary store file."
     with open(path, "rb") as f:
         header, base = _read_header(f, path)
-        buf = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ) if mmap else None
-        def section(offset, dtype, shape):
-            count = int(np.prod(shape))
-            if count == 0: return np.empty(shape, dtype)
-            if buf is not None: return np.frombuffer(buf, dtype, count, base + offset).reshape(shape)
-            f.seek(base + offset)
-            return _read_exact(f, np.empty(shape, dtype), path)
-        n, d, vectors_at, ids_at, meta, extras = (header[k] for k in ("n_rows", "dimension", "vectors", "ids", "metadata", "extras"))
-        ids = section(ids_at, np.int64, (n,))
+        section = _section_reader(f, _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ) if mmap else None, base, path)
+        n, d = header["n_rows"], header["dimension"]
+        ids = section(header["ids"], np.int64, (n,))
         _check_crc(ids, header.get("ids_crc32"), "ids", path)
-        data = section(vectors_at, np.float32, (n, d))
+        data = section(header["vectors"], np.float32, (n, d))
         if verify: _check_values(data, ids, path)
-        if meta is None: metas = _Metadatas([None] * n)
-        else:
-            raw = section(meta["offset"], np.uint8, (meta["nbytes"],))
-            _check_crc(raw, meta["crc32"], "metadata", path)
-            metas = _Metadatas(None, raw, n)
-        s = cls._from_rows(d, header["next_id"], data, ids, metas, path)
-        s.extras = {}
-        for k, e in extras.items():
-            if "value" in e: s.extras[k] = e["value"]; continue
-            s.extras[k] = section(e["offset"], np.dtype(e["dtype"]), tuple(e["shape"]))
-            _check_crc(s.extras[k], e.get("crc32"), f"extras[{k!r}]", path)
+        s = cls._from_rows(d, header["next_id"], data, ids, _read_metadatas(section, header["metadata"], n, path), path)
+        s.extras = _read_extras(section, header["extras"], path)
     return s
 
 # %% ../nbs/00_vector_storage.ipynb #bb3afb0f
@@ -836,32 +1000,54 @@ def _json_extras(extras, path) -> dict:
             raise CorruptStoreError(f"{path}: extras[{k!r}] must be {{'value': ...}} or a numeric {{'dtype', 'shape', 'data'}}") from None
     return out
 
-# %% ../nbs/00_vector_storage.ipynb #f4d58ae2
-@patch(cls_method=True)
-def _read_json(cls:VectorStorage, path:Path) -> VectorStorage:
-    "Open a storage in the tutorial's JSON format, checking it against its own `dimension`."
+# %% ../nbs/00_vector_storage.ipynb #ed47f83a
+def _json_doc(path) -> dict:
+    "The JSON store at `path`, parsed, refused unless it is an object with a 'dimension' and 'vectors'."
     try: doc = json.loads(Path(path).read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CorruptStoreError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(doc, dict) or "dimension" not in doc or not isinstance(doc.get("vectors"), dict):
         raise CorruptStoreError(f"{path} lacks the 'dimension' and 'vectors' of a storage file")
-    d, vectors, metadatas = _check_dimension(doc["dimension"], f"{path}: dimension"), doc["vectors"], doc.get("metadatas") or {}
+    return doc
+
+# %% ../nbs/00_vector_storage.ipynb #e62f0527
+def _json_keys(vectors:dict, d:int, path) -> list:
+    "The id strings of a JSON store's `vectors` in ascending id order, each checked to hold a list of `d` values."
     try: keys = sorted(vectors, key=int)
     except ValueError: raise CorruptStoreError(f"{path} has a vector id that is not an integer") from None
     for k in keys:
         v = vectors[k]
         if not isinstance(v, list) or len(v) != d:
             raise CorruptStoreError(f"{path}: vector {k} has dimension {len(v) if isinstance(v, list) else '?'}, file says dimension {d}")
-    ids = np.array([int(k) for k in keys], np.int64)
-    next_id = doc.get("next_id", int(ids.max()) + 1 if len(ids) else 0)
-    try: data = np.array([vectors[k] for k in keys] or np.empty((0, d)))
+    return keys
+
+# %% ../nbs/00_vector_storage.ipynb #d3b0ac14
+def _json_matrix(rows:list, d:int, path) -> np.ndarray:
+    "The JSON store's vectors `rows` as an (n, d) float32 matrix, refusing anything but flat lists of numbers."
+    try: data = np.array(rows or np.empty((0, d)))
     except ValueError: raise CorruptStoreError(f"{path}: every vector must be a flat list of {d} numbers") from None
     if data.dtype.kind not in 'iuf' or data.ndim != 2: raise CorruptStoreError(f"{path}: every vector must be a flat list of {d} numbers")
-    data = np.ascontiguousarray(data.reshape(len(keys), d), np.float32)
-    _check_values(data, ids, path)
+    return np.ascontiguousarray(data.reshape(len(rows), d), np.float32)
+
+# %% ../nbs/00_vector_storage.ipynb #d43a0afc
+def _json_metadatas(metadatas, vectors:dict, keys:list, path) -> list:
+    "A JSON store's metadata as one checked dict (or None) per id of `keys`."
     if not isinstance(metadatas, dict): raise CorruptStoreError(f"{path}: 'metadatas' must map ids to dicts")
     for k, m in metadatas.items():
         if k not in vectors: raise CorruptStoreError(f"{path}: metadata for id {k} which has no vector")
         if m is not None and not isinstance(m, dict): raise CorruptStoreError(f"{path}: metadata of id {k} is not a dict")
-    s = cls._from_rows(d, next_id, data, ids, _Metadatas(_check_metadatas([metadatas.get(k) for k in keys], len(keys))), path)
+    return _check_metadatas([metadatas.get(k) for k in keys], len(keys))
+
+# %% ../nbs/00_vector_storage.ipynb #f4d58ae2
+@patch(cls_method=True)
+def _read_json(cls:VectorStorage, path:Path) -> VectorStorage:
+    "Open a storage in the tutorial's JSON format, checking it against its own `dimension`."
+    doc = _json_doc(path)
+    d, vectors, metadatas = _check_dimension(doc["dimension"], f"{path}: dimension"), doc["vectors"], doc.get("metadatas") or {}
+    keys = _json_keys(vectors, d, path)
+    ids = np.array([int(k) for k in keys], np.int64)
+    next_id = doc.get("next_id", int(ids.max()) + 1 if len(ids) else 0)
+    data = _json_matrix([vectors[k] for k in keys], d, path)
+    _check_values(data, ids, path)
+    s = cls._from_rows(d, next_id, data, ids, _Metadatas(_json_metadatas(metadatas, vectors, keys, path)), path)
     s.extras = _json_extras(doc.get("extras", {}), path)
     return s
