@@ -78,6 +78,19 @@ def default_n_clusters(n:int, # number of vectors
     "Default number of inverted lists: 4*sqrt(n), capped at n/39 points per centroid, never below sqrt(n/2)."
     return int(max(1, round(np.sqrt(n / 2)), min(round(4 * np.sqrt(n)), n // 39)))
 
+# %% ../nbs/01_ivf_index.ipynb #43a0a08e
+def _fastkmeans(X, k:int, niter:int, seed:int, max_points_per_centroid:int, chunk_size:int) -> np.ndarray:
+    "The (k, d) centroids fastkmeans trains on the float32 rows `X` (on the CPU), leaving numpy's and torch's random state as it was."
+    from fastkmeans import FastKMeans  # imports torch: only when clustering
+    import torch
+    np_state, torch_state = np.random.get_state(), torch.random.get_rng_state()
+    try:
+        km = FastKMeans(X.shape[1], k, niter=niter, seed=seed, gpu=False,
+                        max_points_per_centroid=max_points_per_centroid, chunk_size_data=chunk_size)
+        km.train(X)
+    finally: np.random.set_state(np_state); torch.random.set_rng_state(torch_state)
+    return km.centroids
+
 # %% ../nbs/01_ivf_index.ipynb #48ae3ecc
 def run_kmeans(data,                          # (n, d) vectors to cluster
                k:int=None,                    # number of clusters; None picks `default_n_clusters(n)`
@@ -88,18 +101,11 @@ def run_kmeans(data,                          # (n, d) vectors to cluster
                chunk_size:int=1024,           # rows per block of the distance computation (fastkmeans' default is 51,200)
               ):
     "Cluster `data` with fastkmeans on the CPU; returns `(centroids, preds)`, the (k, d) centroids and each row's cluster."
-    from fastkmeans import FastKMeans  # imports torch: only when clustering
-    import torch
     X = np.ascontiguousarray(data, np.float32)
     k = default_n_clusters(len(X)) if k is None else k
     if spherical: X = normalise(X)
-    np_state, torch_state = np.random.get_state(), torch.random.get_rng_state()
-    try:
-        km = FastKMeans(X.shape[1], k, niter=niter, seed=seed, gpu=False,
-                        max_points_per_centroid=max_points_per_centroid, chunk_size_data=chunk_size)
-        km.train(X)
-    finally: np.random.set_state(np_state); torch.random.set_rng_state(torch_state)
-    C = normalise(km.centroids) if spherical else np.ascontiguousarray(km.centroids, np.float32)
+    centroids = _fastkmeans(X, k, niter, seed, max_points_per_centroid, chunk_size)
+    C = normalise(centroids) if spherical else np.ascontiguousarray(centroids, np.float32)
     return C, nearest_centroids(X, C, 'dot' if spherical else 'euclidean')
 
 # %% ../nbs/01_ivf_index.ipynb #9074b21b
@@ -122,11 +128,23 @@ def _check_positive(v, name):
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
     return int(v)
 
+# %% ../nbs/01_ivf_index.ipynb #c54d5a9e
 def _check_seed(seed):
     "`seed` if it is an int in 0..2**32-1 (what numpy and torch accept), else a ValueError."
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an integer from 0 to 2**32 - 1, got {seed!r}")
     return int(seed)
+
+# %% ../nbs/01_ivf_index.ipynb #7999b3f8
+def _check_settings(storage, nprobe, distance_fn, n_clusters, seed, codec, rerank):
+    "A clear error for the first `IVFIndex` setting that cannot work."
+    if not isinstance(storage, VectorStorage):
+        raise TypeError(f"storage must be a VectorStorage, got {type(storage).__name__}: put the vectors in one first "
+                        "(s = VectorStorage(d); s.add_bulk(vectors))")
+    _check_metric(distance_fn); _check_positive(nprobe, 'nprobe'); _check_seed(seed)
+    if n_clusters is not None: _check_positive(n_clusters, 'n_clusters')
+    if codec not in ('flat', 'sq8'): raise ValueError(f"unknown codec {codec!r}: choose 'flat' (float32 lists) or 'sq8' (8-bit lists)")
+    _check_positive(rerank, 'rerank')
 
 # %% ../nbs/01_ivf_index.ipynb #e636a278
 class IVFIndex:
@@ -141,22 +159,19 @@ class IVFIndex:
         codec:str='flat',        # how lists hold vectors: 'flat' (float32 rows) or 'sq8' (8-bit codes, re-ranked with the rows)
         rerank:int=4,            # sq8: candidates re-scored with the float rows, as a multiple of k
     ):
-        if not isinstance(storage, VectorStorage):
-            raise TypeError(f"storage must be a VectorStorage, got {type(storage).__name__}: put the vectors in one first "
-                            "(s = VectorStorage(d); s.add_bulk(vectors))")
-        _check_metric(distance_fn); _check_positive(nprobe, 'nprobe'); _check_seed(seed)
-        if n_clusters is not None: _check_positive(n_clusters, 'n_clusters')
-        if codec not in ('flat', 'sq8'): raise ValueError(f"unknown codec {codec!r}: choose 'flat' (float32 lists) or 'sq8' (8-bit lists)")
-        _check_positive(rerank, 'rerank')
+        _check_settings(storage, nprobe, distance_fn, n_clusters, seed, codec, rerank)
         store_attr()
         self.centroids, self._lists, self._replaced, self._sq, self._codes, self.calibration = None, None, False, None, None, None
 
-    def __repr__(self):
-        lists = self._lists
-        if lists is None: return f"IVFIndex(not built: {len(self.storage)} vectors, distance_fn={self.distance_fn!r}, nprobe={self.nprobe})"
-        sz = lists.list_live
-        return (f"IVFIndex({int(sz.sum())} vectors in {lists.n_lists} lists, distance_fn={self.distance_fn!r}, codec={self.codec!r}, nprobe={self.nprobe})\n"
-                f"Average list size: {sz.sum() / len(sz):.1f}, Max: {int(sz.max())}")
+# %% ../nbs/01_ivf_index.ipynb #7698f948
+@patch
+def __repr__(self:IVFIndex):
+    "The index's size and settings, and the average and largest list once built."
+    lists = self._lists
+    if lists is None: return f"IVFIndex(not built: {len(self.storage)} vectors, distance_fn={self.distance_fn!r}, nprobe={self.nprobe})"
+    sz = lists.list_live
+    return (f"IVFIndex({int(sz.sum())} vectors in {lists.n_lists} lists, distance_fn={self.distance_fn!r}, codec={self.codec!r}, nprobe={self.nprobe})\n"
+            f"Average list size: {sz.sum() / len(sz):.1f}, Max: {int(sz.max())}")
 
 # %% ../nbs/01_ivf_index.ipynb #a449afbc
 @patch(as_prop=True)
@@ -164,11 +179,13 @@ def built(self:IVFIndex) -> bool:
     "Whether `build()` has run."
     return self._lists is not None
 
+# %% ../nbs/01_ivf_index.ipynb #0a60b62e
 @patch(as_prop=True)
 def dimension(self:IVFIndex) -> int:
     "Numbers in each vector."
     return self.storage.dimension
 
+# %% ../nbs/01_ivf_index.ipynb #99685812
 @patch
 def _reader_lists(self:IVFIndex) -> InvertedLists:
     "The published lists every read uses, or a clear error when there are none to use."
@@ -186,6 +203,7 @@ def _grown(a:np.ndarray, n:int, fill) -> np.ndarray:
     out[:len(a)] = a
     return out
 
+# %% ../nbs/01_ivf_index.ipynb #2e3b4369
 def _grown_rows(a:np.ndarray, n:int) -> np.ndarray:
     "`_grown` for a 2-D array: `a` if it has `n` rows, else a copy with at least twice as many (zeros beyond)."
     if len(a) >= n: return a
@@ -217,16 +235,23 @@ def _adopt(self:IVFIndex, view:StorageView, list_of_row:np.ndarray, row_term=Non
     self._dead_per_list = np.zeros(len(self.centroids), np.int64)
     self._layout_version, self._n_rows_seen, self._n_dead_seen = view.layout_version, view.n_rows, view.n_dead
 
-# %% ../nbs/01_ivf_index.ipynb #0c4872e8
+# %% ../nbs/01_ivf_index.ipynb #9adca4a0
 @patch
-def _relayout(self:IVFIndex, view:StorageView):
-    "Permute the storage so each list is one contiguous block of live rows: no k-means, dead rows dropped."
-    rows = np.flatnonzero(view.alive)
+def _lists_of_rows(self:IVFIndex, view:StorageView, rows:np.ndarray) -> np.ndarray:
+    "The list of each of `rows`, from `list_of_id`; rows this index has not seen yet are assigned (and recorded) now."
     ids = view.row_ids[rows]
     self.list_of_id = _grown(self.list_of_id, view.next_id, -1)
     lists = self.list_of_id[ids]
     new = lists < 0  # rows this index has not seen yet
     if new.any(): lists[new] = self._assign(view.matrix[rows[new]]); self.list_of_id[ids[new]] = lists[new]
+    return lists
+
+# %% ../nbs/01_ivf_index.ipynb #0c4872e8
+@patch
+def _relayout(self:IVFIndex, view:StorageView):
+    "Permute the storage so each list is one contiguous block of live rows: no k-means, dead rows dropped."
+    rows = np.flatnonzero(view.alive)
+    lists = self._lists_of_rows(view, rows)
     order = np.argsort(lists, kind='stable')
     self.storage.permute(rows[order])
     self._adopt(self.storage.view(), lists[order])  # the writer sees its own permute at once
@@ -244,6 +269,16 @@ def _check_float32_range(X, distance_fn, shift=None):
         raise ValueError(f"the vectors lie within about {spread:.2g} of their mean but {centre:.3g} from the origin, too tight for float32 "
                          "scores to rank: subtract their mean before indexing them")
 
+# %% ../nbs/01_ivf_index.ipynb #9f8aa720
+@patch
+def _train(self:IVFIndex, X, k:int) -> tuple:
+    "Train on the sample rows `X`: the coarse quantizer (k-means centroids, and the shift for euclidean), the sq8 tables or None, each row's list."
+    shift = X.mean(0, dtype=np.float64).astype(np.float32) if self.distance_fn == 'euclidean' else None
+    _check_float32_range(X, self.distance_fn, shift)
+    centroids, preds = run_kmeans(X, k, seed=self.seed, spherical=self.distance_fn != 'euclidean')
+    sq = ScalarQuantizer.train(X, seed=self.seed) if self.codec == 'sq8' else None
+    return CoarseQuantizer(centroids, self.distance_fn, shift), sq, preds
+
 # %% ../nbs/01_ivf_index.ipynb #2ff3a81a
 @patch
 def build(self:IVFIndex):
@@ -256,14 +291,9 @@ def build(self:IVFIndex):
         k = default_n_clusters(n) if self.n_clusters is None else self.n_clusters
         if k > n: raise ValueError(f"n_clusters={k} is larger than the collection ({n} vectors)")
         rows = np.flatnonzero(view.alive)
-        rng = np.random.default_rng(self.seed)
-        train = np.sort(rng.choice(rows, 256 * k, replace=False)) if n > 256 * k else rows
-        X = view.matrix[train]
-        shift = X.mean(0, dtype=np.float64).astype(np.float32) if self.distance_fn == 'euclidean' else None
-        _check_float32_range(X, self.distance_fn, shift)
-        centroids, preds = run_kmeans(X, k, seed=self.seed, spherical=self.distance_fn != 'euclidean')
-        sq = ScalarQuantizer.train(X, seed=self.seed) if self.codec == 'sq8' else None
-        self._lay_out(view, CoarseQuantizer(centroids, self.distance_fn, shift), sq, preds if len(train) == len(rows) else None)
+        train = np.sort(np.random.default_rng(self.seed).choice(rows, 256 * k, replace=False)) if n > 256 * k else rows
+        quantizer, sq, preds = self._train(view.matrix[train], k)
+        self._lay_out(view, quantizer, sq, preds if len(train) == len(rows) else None)
     return self
 
 # %% ../nbs/01_ivf_index.ipynb #aadbfc77
@@ -283,37 +313,61 @@ def _lay_out(self:IVFIndex, view:StorageView, quantizer:CoarseQuantizer, sq, lis
 def _absorb_rows(self:IVFIndex, view:StorageView):
     "File the rows appended since the last look under their nearest lists, as tail rows."
     lo, hi = self._n_rows_seen, view.n_rows
-    new_lists = self._assign(view.matrix[lo:hi])
+    X = view.matrix[lo:hi]
+    new_lists = self._assign(X)
     self.list_of_id = _grown(self.list_of_id, view.next_id, -1)
     self.list_of_id[view.row_ids[lo:hi]] = new_lists
     self._list_of_row = _grown(self._list_of_row, hi, -1); self._list_of_row[lo:hi] = new_lists  # beyond every snapshot's rows
-    term = row_terms(view.matrix[lo:hi], self.distance_fn, self._quantizer.shift)
+    self._extend_row_data(X, lo, hi)
+    self._index_tail(hi)
+    self._n_rows_seen = hi
+
+# %% ../nbs/01_ivf_index.ipynb #9d280ea9
+@patch
+def _extend_row_data(self:IVFIndex, X, lo:int, hi:int):
+    "The scan's per-row data for the new rows lo:hi (vectors `X`): row terms and, for sq8, 8-bit codes."
+    term = row_terms(X, self.distance_fn, self._quantizer.shift)
     if term is not None:
         self._row_term = _grown(self._row_term, hi, 0); self._row_term[lo:hi] = term
         self._unit = self._unit and _all_unit(term, self.distance_fn)
-    if self._sq is not None: self._codes = _grown_rows(self._codes, hi); self._codes[lo:hi] = self._sq.encode(view.matrix[lo:hi])
+    if self._sq is not None: self._codes = _grown_rows(self._codes, hi); self._codes[lo:hi] = self._sq.encode(X)
+
+# %% ../nbs/01_ivf_index.ipynb #aaf73377
+@patch
+def _index_tail(self:IVFIndex, hi:int):
+    "Group the rows past the laid-out blocks (up to `hi`) by list: the tail CSR the scans visit with each list."
     tail = np.arange(self.offsets[-1], hi)
     tail_lists = self._list_of_row[tail]
     self._tail_rows = tail[np.argsort(tail_lists, kind='stable')]
     self._tail_offsets = np.concatenate([[0], np.cumsum(np.bincount(tail_lists, minlength=len(self.centroids)))])
-    self._n_rows_seen = hi
+
+# %% ../nbs/01_ivf_index.ipynb #c97c6194
+@patch
+def _follow_moved_rows(self:IVFIndex, view:StorageView) -> bool:
+    "Adopt rows the storage moved if they are still grouped by list; else re-lay out and return True (the storage calls back)."
+    self.list_of_id = _grown(self.list_of_id, view.next_id, -1)
+    lor = self.list_of_id[view.row_ids]
+    if view.n_dead or (lor < 0).any() or np.any(np.diff(lor) < 0): self._relayout(view); return True
+    self._adopt(view, lor)
+    return False
 
 # %% ../nbs/01_ivf_index.ipynb #6b8fc994
 @patch
 def _on_change(self:IVFIndex, view:StorageView):
     "Keep up with a change to the storage, then publish: called by the writer that made it, under the storage's write lock."
     if self.centroids is None: return
-    if view.layout_version != self._layout_version:  # rows moved behind the index: still grouped by list (a compaction), or not
-        self.list_of_id = _grown(self.list_of_id, view.next_id, -1)
-        lor = self.list_of_id[view.row_ids]
-        if view.n_dead or (lor < 0).any() or np.any(np.diff(lor) < 0): return self._relayout(view)  # the storage calls back
-        self._adopt(view, lor)
+    if view.layout_version != self._layout_version and self._follow_moved_rows(view): return  # re-laid out: called back
     if view.n_rows != self._n_rows_seen: self._absorb_rows(view)
-    if view.n_dead != self._n_dead_seen:
-        self._dead_per_list = np.bincount(self._list_of_row[:view.n_rows][~view.alive], minlength=len(self.centroids))
-        self._n_dead_seen = view.n_dead
+    if view.n_dead != self._n_dead_seen: self._count_dead(view)
     if view.n_dead + len(self._tail_rows) > self.relayout_fraction * view.n_rows: return self._relayout(view)  # calls back
     self._publish(view)
+
+# %% ../nbs/01_ivf_index.ipynb #b013e98f
+@patch
+def _count_dead(self:IVFIndex, view:StorageView):
+    "Count the deleted rows of each list (the scans subtract them from the list sizes)."
+    self._dead_per_list = np.bincount(self._list_of_row[:view.n_rows][~view.alive], minlength=len(self.centroids))
+    self._n_dead_seen = view.n_dead
 
 # %% ../nbs/01_ivf_index.ipynb #8932aab6
 @patch
@@ -336,6 +390,7 @@ def build_with(self:IVFIndex,
         self._lay_out(self.storage.view(), quantizer, sq)
     return self
 
+# %% ../nbs/01_ivf_index.ipynb #ecabac21
 @patch(as_prop=True)
 def quantizers(self:IVFIndex) -> tuple:
     "The trained parts another index can `build_with`: (the `CoarseQuantizer`, the `ScalarQuantizer` or None)."
@@ -348,6 +403,7 @@ def list_sizes(self:IVFIndex) -> np.ndarray:
     "Live vectors in each inverted list (its block plus its tail, less deleted ones)."
     return self._reader_lists().list_live.copy()
 
+# %% ../nbs/01_ivf_index.ipynb #ce593b08
 def lists_summary(sz:np.ndarray, # live vectors per list
                   nprobe:int,     # lists a search scans
                   **more) -> dict:
@@ -358,6 +414,7 @@ def lists_summary(sz:np.ndarray, # live vectors per list
                 empty_clusters=int((sz == 0).sum()), nprobe=nprobe,
                 imbalance_factor=round(float(len(sz) * (sz.astype(float) ** 2).sum() / max(n, 1) ** 2), 3), **more)
 
+# %% ../nbs/01_ivf_index.ipynb #e79177a3
 @patch
 def get_stats(self:IVFIndex) -> dict:
     "The tutorial's summary of the lists, plus how unbalanced they are and how much waits for a re-layout."
@@ -390,6 +447,7 @@ def euclidean_to_rows(Q, rows, X, block:int=256) -> np.ndarray:
     D[~found] = np.inf
     return D
 
+# %% ../nbs/01_ivf_index.ipynb #a0c3df63
 def _exact_euclidean(Q, rows, X):
     "The candidate rows re-sorted by exact distance, nearest first, with those distances (float32)."
     D = euclidean_to_rows(Q, rows, X)
@@ -404,6 +462,14 @@ def _to_distances(lists:InvertedLists, Q, rows, scores):
     if lists.distance_fn == 'dot': return rows, scores.astype(np.float32)
     return _exact_euclidean(Q, rows, lists.view.matrix)
 
+# %% ../nbs/01_ivf_index.ipynb #deafdacf
+def _check_query_values(Q:np.ndarray) -> np.ndarray:
+    "`Q` if all its values are finite and within ±MAX_VALUE, else a ValueError naming the first bad query."
+    if Q.size and not (Q.max() <= MAX_VALUE and Q.min() >= -MAX_VALUE):  # NaN fails both
+        bad = int(np.argmin((np.abs(Q) <= MAX_VALUE).all(axis=1)))
+        raise ValueError(f"query {bad} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
+    return Q
+
 # %% ../nbs/01_ivf_index.ipynb #48b20940
 def _check_queries(queries, d:int) -> np.ndarray:
     "Queries as a C-contiguous (nq, d) float32 array, or an error saying what is wrong."
@@ -413,11 +479,27 @@ def _check_queries(queries, d:int) -> np.ndarray:
     if Q.ndim == 1: Q = Q[None]
     if Q.ndim != 2: raise ValueError(f"queries must be one vector ({d},) or a 2-D batch (n, {d}), got shape {np.shape(queries)}")
     if Q.shape[1] != d: raise ValueError(f"query has dimension {Q.shape[1]}, index expects {d}")
-    Q = np.ascontiguousarray(Q, np.float32)
-    if Q.size and not (Q.max() <= MAX_VALUE and Q.min() >= -MAX_VALUE):  # NaN fails both
-        bad = int(np.argmin((np.abs(Q) <= MAX_VALUE).all(axis=1)))
-        raise ValueError(f"query {bad} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
-    return Q
+    return _check_query_values(np.ascontiguousarray(Q, np.float32))
+
+# %% ../nbs/01_ivf_index.ipynb #3c1417b8
+def _probe_and_scan(lists:InvertedLists, Qm, nprobe:int, k:int, m:int, mask, n_allowed) -> tuple:
+    "Rows and scan scores of each query's `k` best: rank the lists, probe until `k` allowed rows, scan `m` candidates, re-rank sq8."
+    with blas_single_thread() as n_threads:
+        probes, list_scores = rank_batch(lists.quantizer, Qm, nprobe, n_threads if len(Qm) >= 64 else 1)
+        probes = _probe_until_k(probes, list_scores, n_allowed, k)
+        if len(Qm) == 1: rows, scores = scan_one(Qm[0], probes[0][probes[0] >= 0], lists, m, mask, n_threads)
+        else: rows, scores = grouped_scan(Qm, probes, lists, m, mask, n_threads if len(Qm) >= 64 else 1)
+        if lists.codes is not None: rows, scores = rerank(Qm, rows, lists, k)
+    return rows, scores
+
+# %% ../nbs/01_ivf_index.ipynb #11bc8f7c
+def _ids_of_rows(view:StorageView, rows:np.ndarray) -> np.ndarray:
+    "The int64 ids of `rows` in `view`, -1 where a row is -1 (no result)."
+    found = rows >= 0
+    if found.all(): return view.row_ids[rows]
+    ids = np.full(rows.shape, -1, np.int64)
+    ids[found] = view.row_ids[rows[found]]
+    return ids
 
 # %% ../nbs/01_ivf_index.ipynb #66c7e626
 @patch
@@ -430,20 +512,9 @@ def _search(self:IVFIndex, lists:InvertedLists, queries, k, nprobe, where, reran
     mask, n_allowed = lists.row_mask(None if where is None else lists.view.where_mask(where))
     rr = _check_positive(self.rerank if rerank_k is None else rerank_k, 'rerank')
     m = k if lists.codes is None else min(k * rr, max(lists.view.n_rows, k))  # candidates to keep: never more than the rows
-    quantizer = lists.quantizer
-    Qm = quantizer.transform(Q)
-    with blas_single_thread() as n_threads:
-        probes, list_scores = rank_batch(quantizer, Qm, nprobe, n_threads if len(Q) >= 64 else 1)
-        probes = _probe_until_k(probes, list_scores, n_allowed, k)
-        if len(Q) == 1: rows, scores = scan_one(Qm[0], probes[0][probes[0] >= 0], lists, m, mask, n_threads)
-        else: rows, scores = grouped_scan(Qm, probes, lists, m, mask, n_threads if len(Q) >= 64 else 1)
-        if lists.codes is not None: rows, scores = rerank(Qm, rows, lists, k)
+    rows, scores = _probe_and_scan(lists, lists.quantizer.transform(Q), nprobe, k, m, mask, n_allowed)
     rows, dist = _to_distances(lists, Q, rows, scores)
-    found = rows >= 0
-    if found.all(): return lists.view.row_ids[rows], dist
-    ids = np.full(rows.shape, -1, np.int64)
-    ids[found] = lists.view.row_ids[rows[found]]
-    return ids, dist
+    return _ids_of_rows(lists.view, rows), dist
 
 # %% ../nbs/01_ivf_index.ipynb #f18e4262
 @patch
@@ -484,6 +555,7 @@ def search_records_batch(self:IVFIndex,
     view = lists.view
     return [L((i, d, view.metadata(view.row_of(i))) for i, d in zip(r, s) if i >= 0) for r, s in zip(ids.tolist(), dist.tolist())]
 
+# %% ../nbs/01_ivf_index.ipynb #d8fe2284
 @patch
 def search_records(self:IVFIndex,
     query_vector,       # one vector (d,)
@@ -502,6 +574,7 @@ def _flat_scores(lists:InvertedLists, Qm, lo:int, hi:int) -> np.ndarray:
     if lists.row_scale is not None: S *= lists.row_scale[lo:hi]
     return S
 
+# %% ../nbs/01_ivf_index.ipynb #6063c133
 def _brute_force(lists:InvertedLists, Qm, k:int, allowed=None, block:int=16384):
     "Rows (nq, k) of the k best scores over every allowed row (live rows by default), nearest first, -1 for none."
     allowed, hs, hr = lists.view.alive if allowed is None else allowed, *empty_heaps(len(Qm), k)
@@ -511,13 +584,6 @@ def _brute_force(lists:InvertedLists, Qm, k:int, allowed=None, block:int=16384):
         S[:, ~allowed[lo:lo + block]] = np.inf
         push_block(hs, hr, everyone, S, lo, NO_ROWS)
     return sorted_heaps(hs, hr, k)[0]
-
-# %% ../nbs/01_ivf_index.ipynb #653b0fad
-@patch
-def _held_out_recall(self:IVFIndex, lists, Q, qids, truth, k, nprobe, rerank_k=None) -> float:
-    "Recall@k of a search of stored vectors `Q` (ids `qids`): the share of the k found (own id left out) in `truth`, each query's ids at most as far as its k-th nearest (ties count)."
-    found = self._search(lists, Q, k + 1, nprobe, None, rerank_k)[0]
-    return float(np.mean([min(k, len(set([i for i in f if i != q][:k]) & t)) / k for f, q, t in zip(found.tolist(), qids.tolist(), truth)]))
 
 # %% ../nbs/01_ivf_index.ipynb #c7e61ac5
 def _neighbours_with_ties(lists:InvertedLists, Qm, qrows, k:int):
@@ -534,6 +600,7 @@ def _neighbours_with_ties(lists:InvertedLists, Qm, qrows, k:int):
         out[i, :len(keep)] = keep
     return out
 
+# %% ../nbs/01_ivf_index.ipynb #51939b8a
 def _probes_needed(lists:InvertedLists, Qm, truth_rows, k:int) -> np.ndarray:
     "For each query, the list ranks (1 = nearest centroid) its k nearest rows need, nearest-ranked first, ties taken as they help."
     order = lists.quantizer.rank(Qm, lists.n_lists)[0]
@@ -542,7 +609,60 @@ def _probes_needed(lists:InvertedLists, Qm, truth_rows, k:int) -> np.ndarray:
     ranks = np.where(truth_rows >= 0, rank_of[np.arange(len(Qm))[:, None], lists.list_of_row[np.maximum(truth_rows, 0)]], lists.n_lists + 1)
     return np.sort(ranks, axis=1)[:, :k]
 
+# %% ../nbs/01_ivf_index.ipynb #c9218523
+def _calibration_truth(lists:InvertedLists, live:np.ndarray, k:int, n_queries:int, seed:int) -> tuple:
+    "Live rows drawn as held-out queries: their vectors, their ids, their true neighbours' ids (ties in) and the sorted list ranks those need."
+    view = lists.view
+    qrows = np.sort(np.random.default_rng(seed).choice(live, min(n_queries, len(live)), replace=False))
+    Q, qids, Qm = view.matrix[qrows], view.row_ids[qrows], lists.quantizer.transform(view.matrix[qrows])
+    truth_rows = _neighbours_with_ties(lists, Qm, qrows, k)
+    need = np.sort(_probes_needed(lists, Qm, truth_rows, k).ravel())  # flat lists find a true neighbour iff its list is probed
+    return Q, qids, [set(view.row_ids[t[t >= 0]].tolist()) for t in truth_rows], need
+
+# %% ../nbs/01_ivf_index.ipynb #8d56734d
+def _nprobe_for(need:np.ndarray, target_recall:float) -> int:
+    "The smallest nprobe that probes a share `target_recall` of the true neighbours' lists, from their sorted list ranks `need`."
+    return int(need[min(len(need) - 1, int(np.ceil(target_recall * len(need))) - 1)])
+
+# %% ../nbs/01_ivf_index.ipynb #653b0fad
+@patch
+def _held_out_recall(self:IVFIndex, lists, Q, qids, truth, k, nprobe, rerank_k=None) -> float:
+    "Recall@k of a search of stored vectors `Q` (ids `qids`): the share of the k found (own id left out) in `truth`, each query's ids at most as far as its k-th nearest (ties count)."
+    found = self._search(lists, Q, k + 1, nprobe, None, rerank_k)[0]
+    return float(np.mean([min(k, len(set([i for i in f if i != q][:k]) & t)) / k for f, q, t in zip(found.tolist(), qids.tolist(), truth)]))
+
+# %% ../nbs/01_ivf_index.ipynb #7580c14a
 _RERANK_STEPS = (1, 2, 3, 4, 6, 8, 12, 16)
+
+def _sq8_setting(recall, nprobe:int, n_lists:int, n_live:int, k:int, target_recall:float) -> tuple:
+    "For 8-bit lists: raise `nprobe` until re-ranking generously reaches the target, then the smallest `rerank` that does."
+    while nprobe < n_lists and recall(nprobe, _RERANK_STEPS[-1]) < target_recall: nprobe = max(nprobe + 1, int(nprobe * 1.1))
+    nprobe = min(nprobe, n_lists)
+    steps = [*_RERANK_STEPS] + [2 ** e for e in range(5, int(np.ceil(np.log2(max(2, n_live / k)))) + 1)]  # up to every row
+    return nprobe, next((r for r in steps if recall(nprobe, r) >= target_recall), steps[-1])
+
+# %% ../nbs/01_ivf_index.ipynb #ae4b9aa2
+@patch
+def _calibration(self:IVFIndex, lists:InvertedLists, target_recall, k:int, n_queries:int, seed:int, t0:float) -> dict:
+    "The calibration report on the snapshot `lists`: the cheapest setting that reaches `target_recall`, and what it measured."
+    live = np.flatnonzero(lists.view.alive)
+    if len(live) < 2: raise ValueError(f"calibrate needs at least 2 stored vectors, the index has {len(live)}")
+    k = min(k, len(live) - 1)
+    Q, qids, truth, need = _calibration_truth(lists, live, k, n_queries, seed)
+    recall = lambda p, rr=None: self._held_out_recall(lists, Q, qids, truth, k, p, rr)
+    nprobe, rr, sq8 = min(_nprobe_for(need, target_recall), lists.n_lists), None, lists.codes is not None
+    if sq8: nprobe, rr = _sq8_setting(recall, nprobe, lists.n_lists, len(live), k, target_recall)
+    got, ceiling = recall(nprobe, rr), float(np.mean(need <= nprobe))
+    return dict(target_recall=target_recall, k=k, n_queries=len(Q), nprobe=nprobe, rerank=rr, recall=round(got, 4),
+                lost_to_probing=round(1 - ceiling, 4), lost_to_quantisation=round(max(ceiling - got, 0.0), 4) if sq8 else 0.0,
+                reached=got >= target_recall, seconds=round(time.perf_counter() - t0, 3))
+
+# %% ../nbs/01_ivf_index.ipynb #c6aac159
+def _check_target_recall(target_recall):
+    "`target_recall` if it is a real number in (0, 1], else a ValueError."
+    if isinstance(target_recall, (bool, np.bool_)) or not isinstance(target_recall, numbers.Real) or not 0 < target_recall <= 1:
+        raise ValueError(f"target_recall must be a number in (0, 1], got {target_recall!r}")
+    return target_recall
 
 # %% ../nbs/01_ivf_index.ipynb #b08b0ba3
 @patch
@@ -553,36 +673,17 @@ def calibrate(self:IVFIndex,
     seed:int=0,               # seeds the draw
 ) -> dict:
     "Set the cheapest `nprobe` (and `rerank` for sq8) whose recall@k on held-out stored vectors reaches `target_recall`; returns the report."
-    if isinstance(target_recall, (bool, np.bool_)) or not isinstance(target_recall, numbers.Real) or not 0 < target_recall <= 1:
-        raise ValueError(f"target_recall must be a number in (0, 1], got {target_recall!r}")
+    _check_target_recall(target_recall)
     k, n_queries, seed, t0 = _check_positive(k, 'k'), _check_positive(n_queries, 'n_queries'), _check_seed(seed), time.perf_counter()
-    lists = self._reader_lists()
-    view, live = lists.view, np.flatnonzero(lists.view.alive)
-    if len(live) < 2: raise ValueError(f"calibrate needs at least 2 stored vectors, the index has {len(live)}")
-    k = min(k, len(live) - 1)
-    qrows = np.sort(np.random.default_rng(seed).choice(live, min(n_queries, len(live)), replace=False))
-    Q, qids, Qm = view.matrix[qrows], view.row_ids[qrows], lists.quantizer.transform(view.matrix[qrows])
-    truth_rows = _neighbours_with_ties(lists, Qm, qrows, k)
-    need = np.sort(_probes_needed(lists, Qm, truth_rows, k).ravel())  # flat lists find a true neighbour iff its list is probed
-    nprobe = int(need[min(len(need) - 1, int(np.ceil(target_recall * len(need))) - 1)])
-    truth = [set(view.row_ids[t[t >= 0]].tolist()) for t in truth_rows]
-    recall = lambda p, rr=None: self._held_out_recall(lists, Q, qids, truth, k, p, rr)
-    rr, sq8 = None, lists.codes is not None
-    while sq8 and nprobe < lists.n_lists and recall(nprobe, _RERANK_STEPS[-1]) < target_recall: nprobe = max(nprobe + 1, int(nprobe * 1.1))
-    nprobe = min(nprobe, lists.n_lists)
-    steps = [*_RERANK_STEPS] + [2 ** e for e in range(5, int(np.ceil(np.log2(max(2, len(live) / k)))) + 1)]  # up to every row
-    if sq8: rr = next((r for r in steps if recall(nprobe, r) >= target_recall), steps[-1])
-    got, ceiling = recall(nprobe, rr), float(np.mean(need <= nprobe))
-    report = dict(target_recall=target_recall, k=k, n_queries=len(Q), nprobe=nprobe, rerank=rr, recall=round(got, 4),
-                  lost_to_probing=round(1 - ceiling, 4), lost_to_quantisation=round(max(ceiling - got, 0.0), 4) if sq8 else 0.0,
-                  reached=got >= target_recall, seconds=round(time.perf_counter() - t0, 3))
-    self.nprobe, self.calibration = nprobe, report
-    if sq8: self.rerank = rr
+    report = self._calibration(self._reader_lists(), target_recall, k, n_queries, seed, t0)
+    self.nprobe, self.calibration = report['nprobe'], report
+    if report['rerank'] is not None: self.rerank = report['rerank']
     return report
 
 # %% ../nbs/01_ivf_index.ipynb #f952e0ba
 def _ordinal(n:int) -> str: return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
+# %% ../nbs/01_ivf_index.ipynb #ad5e4897
 @patch
 def _explain_rank(self:IVFIndex, lists, Q, row, k, allowed) -> dict:
     "Exact rank of `row` among the allowed rows for the one query `Q`, its distance and the k-th nearest's."
@@ -604,6 +705,58 @@ def _explain_codes(self:IVFIndex, lists, Q, row, probed, allowed) -> int:
     R = np.concatenate([np.arange(r, r + len(s)) if isinstance(r, int) else r for s, r in scored])
     return int((S <= S[R == row][0]).sum())  # hidden rows score inf; ties counted ahead: the search may keep either
 
+# %% ../nbs/01_ivf_index.ipynb #65cdeb46
+def _excluded(view:StorageView, id, row:int, allowed, where):
+    "Why `id` cannot be a result at any `nprobe` (deleted, never issued, filtered out by `where`), or None if it can."
+    if row < 0:
+        issued = isinstance(id, (int, np.integer)) and not isinstance(id, bool) and 0 <= id < view.next_id
+        return f"id {id} was deleted" if issued else f"no vector has id {id!r}"
+    if not allowed[row]: return f"id {id} is filtered out: its metadata {view.metadata(row)} does not match where={where!r}"
+
+# %% ../nbs/01_ivf_index.ipynb #32342f72
+def _lists_probed(lists:InvertedLists, Qm, nprobe:int, k:int, n_allowed) -> tuple:
+    "For the one query `Qm`: the lists a search probes (extended until `k` allowed rows), and every list in centroid order."
+    probes, scores = lists.quantizer.rank(Qm, nprobe)
+    probed = _probe_until_k(probes, scores, n_allowed, k)[0]
+    return probed[probed >= 0].tolist(), lists.quantizer.rank(Qm, lists.n_lists)[0][0].tolist()
+
+# %% ../nbs/01_ivf_index.ipynb #3c9d4c23
+@patch
+def _explain_row(self:IVFIndex, lists:InvertedLists, Q, row:int, out:dict, found:list, allowed, where, rr:int) -> dict:
+    "`out` completed for a stored row that passes the filter: its exact rank, its list's rank, and why it was or was not found."
+    id, k = out['id'], out['k']
+    out.update(self._explain_rank(lists, Q, row, k, allowed))
+    c = int(self.list_of_id[id])
+    n_allowed = lists.row_mask(None if where is None else allowed)[1]
+    probed, ranked = _lists_probed(lists, lists.quantizer.transform(Q), out['nprobe'], k, n_allowed)
+    out.update(list=c, list_rank=ranked.index(c) + 1, lists_probed=len(probed), found=id in found)
+    if id in found: return {**out, 'reason': f"found at position {found.index(id) + 1} of {k}"}
+    if out['exact_rank'] > k:
+        return {**out, 'reason': f"not among the {k} nearest: it is the {_ordinal(out['exact_rank'])} nearest (distance {out['distance']:.4g}; the {_ordinal(k)} is at {out['kth_distance']:.4g})"}
+    return self._missed_reason(lists, Q, row, out, probed, ranked, allowed, rr)
+
+# %% ../nbs/01_ivf_index.ipynb #c974d802
+@patch
+def _missed_reason(self:IVFIndex, lists:InvertedLists, Q, row:int, out:dict, probed:list, ranked:list, allowed, rr:int) -> dict:
+    "`out` with why a row among the `k` nearest was not returned: its list was not probed, its 8-bit score pushed it out, or a tie."
+    k, c = out['k'], out['list']
+    a = None if lists.codes is None else self._explain_codes(lists, Q, row, sorted(set(probed) | set(ranked[:out['list_rank']])), allowed)
+    codes_too = f", and then rerank >= {-(-a // k)}: its 8-bit score ranks {_ordinal(a)} in those lists" if a is not None and a > rr * k else ""
+    if c not in probed:
+        return {**out, 'reason': f"its list ({c}) ranks {_ordinal(out['list_rank'])} of {lists.n_lists} for this query and {len(probed)} were probed: use nprobe >= {out['list_rank']}{codes_too}"}
+    if a is not None and a > rr * k:
+        return {**out, 'rerank': rr, 'code_rank': a, 'reason': f"pushed out by 8-bit quantisation: its 8-bit score ranks {_ordinal(a)} in the probed lists, past the {rr * k} candidates re-scored: use rerank >= {-(-a // k)}"}
+    return {**out, 'reason': f"tied at the {_ordinal(k)} distance ({out['kth_distance']:.4g}) with a vector that was returned"}
+
+# %% ../nbs/01_ivf_index.ipynb #188b5fd9
+@patch
+def _explain_args(self:IVFIndex, lists:InvertedLists, query, k, nprobe, rerank) -> tuple:
+    "The checked query (one row), `k`, `nprobe` and `rerank` of an `explain`, the index's own where not given."
+    Q = _check_queries(query, lists.view.dimension)
+    if len(Q) != 1: raise ValueError(f"explain takes one query vector, got {len(Q)}")
+    k, nprobe = _check_positive(k, 'k'), _check_positive(self.nprobe if nprobe is None else nprobe, 'nprobe')
+    return Q, k, nprobe, _check_positive(self.rerank if rerank is None else rerank, 'rerank')
+
 # %% ../nbs/01_ivf_index.ipynb #68d1a1a4
 @patch
 def explain(self:IVFIndex,
@@ -616,34 +769,14 @@ def explain(self:IVFIndex,
 ) -> dict:
     "Why `id` is or is not among the `k` results of `search_batch(query, k, nprobe, where)`, with the numbers: a `reason` and its figures."
     lists = self._reader_lists()
-    view, Q = lists.view, _check_queries(query, lists.view.dimension)
-    if len(Q) != 1: raise ValueError(f"explain takes one query vector, got {len(Q)}")
-    k, nprobe = _check_positive(k, 'k'), _check_positive(self.nprobe if nprobe is None else nprobe, 'nprobe')
-    rr = _check_positive(self.rerank if rerank is None else rerank, 'rerank')
+    Q, k, nprobe, rr = self._explain_args(lists, query, k, nprobe, rerank)
     found = self._search(lists, Q, k, nprobe, where, rr)[0][0].tolist()
+    view = lists.view
     out, row = dict(id=id, k=k, nprobe=nprobe), view.row_of(id)
-    if row < 0:
-        issued = isinstance(id, (int, np.integer)) and not isinstance(id, bool) and 0 <= id < view.next_id
-        return {**out, 'found': False, 'reason': f"id {id} was deleted" if issued else f"no vector has id {id!r}"}
     allowed = view.alive if where is None else view.where_mask(where) & view.alive
-    if not allowed[row]: return {**out, 'found': False, 'reason': f"id {id} is filtered out: its metadata {view.metadata(row)} does not match where={where!r}"}
-    out.update(self._explain_rank(lists, Q, row, k, allowed))
-    c = int(self.list_of_id[id])
-    probes, scores = lists.quantizer.rank(lists.quantizer.transform(Q), nprobe)
-    probed = _probe_until_k(probes, scores, lists.row_mask(None if where is None else allowed)[1], k)[0]
-    probed = probed[probed >= 0].tolist()
-    ranked = lists.quantizer.rank(lists.quantizer.transform(Q), lists.n_lists)[0][0].tolist()
-    out.update(list=c, list_rank=ranked.index(c) + 1, lists_probed=len(probed), found=id in found)
-    if id in found: return {**out, 'reason': f"found at position {found.index(id) + 1} of {k}"}
-    if out['exact_rank'] > k:
-        return {**out, 'reason': f"not among the {k} nearest: it is the {_ordinal(out['exact_rank'])} nearest (distance {out['distance']:.4g}; the {_ordinal(k)} is at {out['kth_distance']:.4g})"}
-    a = None if lists.codes is None else self._explain_codes(lists, Q, row, sorted(set(probed) | set(ranked[:out['list_rank']])), allowed)
-    codes_too = f", and then rerank >= {-(-a // k)}: its 8-bit score ranks {_ordinal(a)} in those lists" if a is not None and a > rr * k else ""
-    if c not in probed:
-        return {**out, 'reason': f"its list ({c}) ranks {_ordinal(out['list_rank'])} of {lists.n_lists} for this query and {len(probed)} were probed: use nprobe >= {out['list_rank']}{codes_too}"}
-    if a is not None and a > rr * k:
-        return {**out, 'rerank': rr, 'code_rank': a, 'reason': f"pushed out by 8-bit quantisation: its 8-bit score ranks {_ordinal(a)} in the probed lists, past the {rr * k} candidates re-scored: use rerank >= {-(-a // k)}"}
-    return {**out, 'reason': f"tied at the {_ordinal(k)} distance ({out['kth_distance']:.4g}) with a vector that was returned"}
+    reason = _excluded(view, id, row, allowed, where)
+    if reason: return {**out, 'found': False, 'reason': reason}
+    return self._explain_row(lists, Q, row, out, found, allowed, where, rr)
 
 # %% ../nbs/01_ivf_index.ipynb #502e70d3
 def check_batch(vectors, d:int):
@@ -652,6 +785,7 @@ def check_batch(vectors, d:int):
     except ValueError: return
     if ndim == 1: raise ValueError(f"add_vectors_bulk takes a 2-D array (n, {d}), got one vector of shape {np.shape(vectors)}: use add for one vector")
 
+# %% ../nbs/01_ivf_index.ipynb #138b92a3
 @patch
 def add_vectors_bulk(self:IVFIndex,
     vectors,            # (n, d) array-like
@@ -661,11 +795,13 @@ def add_vectors_bulk(self:IVFIndex,
     check_batch(vectors, self.dimension)
     return self.storage.add_bulk(vectors, metadata_list)
 
+# %% ../nbs/01_ivf_index.ipynb #713121b4
 @patch
 def add(self:IVFIndex, vector, metadata:dict=None) -> int:
     "Store one vector and append it to its nearest list; returns its id."
     return self.storage.add(vector, metadata)
 
+# %% ../nbs/01_ivf_index.ipynb #4191386b
 @patch
 def delete(self:IVFIndex, id) -> bool:
     "Remove `id` from the storage and the index; False if there is no such id."
@@ -680,15 +816,90 @@ def save(self:IVFIndex, path):
         self._reader_lists()
         view = s.view()
         if view.n_dead or len(self._tail_rows): self._relayout(view); view = s.view()
-        settings = dict(nprobe=self.nprobe, distance_fn=self.distance_fn, n_clusters=self.n_clusters,
-                        seed=self.seed, unit=self._unit, codec=self.codec, rerank=self.rerank,
-                        calibration=self.calibration, format=1)
-        extras = dict(ivf_centroids=self.centroids, ivf_offsets=self.offsets, ivf_list_of_id=self.list_of_id[:view.next_id],
-                      ivf_settings=settings)
-        if self._row_term is not None: extras['ivf_row_cache'] = self._row_term[:view.n_rows]
-        if self._quantizer.shift is not None: extras['ivf_shift'] = self._quantizer.shift
-        if self._sq is not None: extras.update(ivf_codes=self._codes[:view.n_rows], ivf_sq8_vmin=self._sq.vmin, ivf_sq8_scale=self._sq.scale)
-        s.save(path, extras=extras)
+        s.save(path, extras=self._index_extras(view))
+
+# %% ../nbs/01_ivf_index.ipynb #d5aee578
+@patch
+def _index_extras(self:IVFIndex, view:StorageView) -> dict:
+    "The index's sections for `VectorStorage.save`: settings, centroids, lists, row terms, shift and 8-bit codes."
+    extras = dict(ivf_centroids=self.centroids, ivf_offsets=self.offsets, ivf_list_of_id=self.list_of_id[:view.next_id],
+                  ivf_settings=self._saved_settings())
+    if self._row_term is not None: extras['ivf_row_cache'] = self._row_term[:view.n_rows]
+    if self._quantizer.shift is not None: extras['ivf_shift'] = self._quantizer.shift
+    if self._sq is not None: extras.update(ivf_codes=self._codes[:view.n_rows], ivf_sq8_vmin=self._sq.vmin, ivf_sq8_scale=self._sq.scale)
+    return extras
+
+# %% ../nbs/01_ivf_index.ipynb #51fe3ba1
+@patch
+def _saved_settings(self:IVFIndex) -> dict:
+    "The settings `save` writes (and `load` passes back to the constructor), with the calibration report and the format."
+    return dict(nprobe=self.nprobe, distance_fn=self.distance_fn, n_clusters=self.n_clusters,
+                seed=self.seed, unit=self._unit, codec=self.codec, rerank=self.rerank,
+                calibration=self.calibration, format=1)
+
+# %% ../nbs/01_ivf_index.ipynb #b8715f40
+@patch(cls_method=True)
+def load(cls:IVFIndex,
+    path,             # a file written by `IVFIndex.save`
+    mmap:bool=False,  # memory-map the vectors (read-only until the first change)
+) -> IVFIndex:
+    "Reopen an index saved with `save`, without re-clustering."
+    s = VectorStorage.load(path, mmap=mmap)
+    ex = s.extras
+    settings = _index_settings(ex, path)
+    try: index = cls(s, **settings)
+    except (TypeError, ValueError) as e: raise CorruptStoreError(f"{path} is corrupt: its index settings are invalid ({e})") from None
+    view = s.view()
+    centroids, offsets, list_of_id = _index_arrays(ex, s.dimension, view.next_id, path)
+    with s.write_lock: index._restore(ex, view, centroids, offsets, list_of_id, path)
+    return index
+
+# %% ../nbs/01_ivf_index.ipynb #2f6562fa
+def _index_settings(ex:dict, path) -> dict:
+    "The saved settings in a store's extras, as `IVFIndex` keywords, after checking that the index sections are there."
+    if 'ivf_settings' not in ex: raise ValueError(f"{path} holds a storage but no IVF index: build one with IVFIndex(storage).build()")
+    cfg, keys = ex['ivf_settings'], ('nprobe', 'distance_fn', 'n_clusters', 'seed')
+    if not isinstance(cfg, dict) or not all(k in cfg for k in keys) or not all(isinstance(ex.get(k), np.ndarray) for k in ('ivf_centroids', 'ivf_offsets', 'ivf_list_of_id')):
+        raise CorruptStoreError(f"{path} is corrupt: its index settings or sections are missing or of the wrong type")
+    return dict({k: cfg[k] for k in keys}, codec=cfg.get('codec', 'flat'), rerank=cfg.get('rerank', 4))
+
+# %% ../nbs/01_ivf_index.ipynb #cf778dc2
+def _index_arrays(ex:dict, d:int, next_id:int, path) -> tuple:
+    "The saved centroids, offsets and `list_of_id`, after checking they describe lists of `d`-dim vectors for every id below `next_id`."
+    centroids = np.asarray(ex['ivf_centroids'], np.float32)
+    offsets, list_of_id = np.asarray(ex['ivf_offsets'], np.int64), np.asarray(ex['ivf_list_of_id'])
+    k = len(centroids)
+    if (centroids.ndim != 2 or centroids.shape[1] != d or len(offsets) != k + 1 or offsets[0] != 0
+            or np.any(np.diff(offsets) < 0) or len(list_of_id) < next_id or np.any(list_of_id < -1) or np.any(list_of_id >= k)):
+        raise CorruptStoreError(f"{path}: the index sections do not fit together (centroids, offsets, lists)")
+    return centroids, offsets, list_of_id
+
+# %% ../nbs/01_ivf_index.ipynb #92c3a8ae
+@patch
+def _restore(self:IVFIndex, ex:dict, view:StorageView, centroids, offsets, list_of_id, path):
+    "Take the saved lists as this index's (under the storage's write lock), watch the storage, and take up its rows."
+    self.centroids = centroids
+    self._quantizer = CoarseQuantizer(centroids, self.distance_fn, ex.get('ivf_shift'))
+    self.list_of_id = np.array(list_of_id, np.int32)
+    self.calibration = ex['ivf_settings'].get('calibration')
+    codes = self._load_codes(ex, view, path) if self.codec == 'sq8' else None
+    self.storage.watch(self._on_change, self._on_replaced)
+    self._adopt_saved(ex, view, offsets, codes, path)
+
+# %% ../nbs/01_ivf_index.ipynb #eb8a648a
+@patch
+def _adopt_saved(self:IVFIndex, ex:dict, view:StorageView, offsets, codes, path):
+    "Adopt rows saved in list order and publish them; lay JSON's id-ordered rows out again; anything else is corrupt."
+    lor = self.list_of_id[view.row_ids]
+    k = len(self.centroids)
+    in_order = offsets[-1] == view.n_rows and not (lor < 0).any() and np.array_equal(np.repeat(np.arange(k), np.diff(offsets)), lor)
+    if in_order:
+        term = ex.get('ivf_row_cache')
+        ok = term is not None and len(term) == view.n_rows and self.distance_fn != 'dot'
+        self._adopt(view, lor, np.asarray(term, np.float32) if ok else None, codes)
+        self._publish(view)
+    elif str(path).lower().endswith('.json'): self._relayout(view)  # JSON keeps rows in id order: lay them out (published on release)
+    else: raise CorruptStoreError(f"{path}: the index's lists do not match the stored rows")
 
 # %% ../nbs/01_ivf_index.ipynb #52edc370
 @patch
@@ -703,43 +914,3 @@ def _load_codes(self:IVFIndex, ex:dict, view:StorageView, path):
     codes = ex['ivf_codes']
     if codes.shape == (view.n_rows, d) and codes.dtype == np.uint8: return np.array(codes)  # in RAM, even when the rows are mapped
     return None
-
-# %% ../nbs/01_ivf_index.ipynb #b8715f40
-@patch(cls_method=True)
-def load(cls:IVFIndex,
-    path,             # a file written by `IVFIndex.save`
-    mmap:bool=False,  # memory-map the vectors (read-only until the first change)
-) -> IVFIndex:
-    "Reopen an index saved with `save`, without re-clustering."
-    s = VectorStorage.load(path, mmap=mmap)
-    ex = s.extras
-    if 'ivf_settings' not in ex: raise ValueError(f"{path} holds a storage but no IVF index: build one with IVFIndex(storage).build()")
-    cfg, keys = ex['ivf_settings'], ('nprobe', 'distance_fn', 'n_clusters', 'seed')
-    if not isinstance(cfg, dict) or not all(k in cfg for k in keys) or not all(isinstance(ex.get(k), np.ndarray) for k in ('ivf_centroids', 'ivf_offsets', 'ivf_list_of_id')):
-        raise CorruptStoreError(f"{path} is corrupt: its index settings or sections are missing or of the wrong type")
-    try: index = cls(s, **{k: cfg[k] for k in keys}, codec=cfg.get('codec', 'flat'), rerank=cfg.get('rerank', 4))
-    except (TypeError, ValueError) as e: raise CorruptStoreError(f"{path} is corrupt: its index settings are invalid ({e})") from None
-    view = s.view()
-    centroids = np.asarray(ex['ivf_centroids'], np.float32)
-    offsets, list_of_id = np.asarray(ex['ivf_offsets'], np.int64), np.asarray(ex['ivf_list_of_id'])
-    k = len(centroids)
-    if (centroids.ndim != 2 or centroids.shape[1] != s.dimension or len(offsets) != k + 1 or offsets[0] != 0
-            or np.any(np.diff(offsets) < 0) or len(list_of_id) < view.next_id or np.any(list_of_id < -1) or np.any(list_of_id >= k)):
-        raise CorruptStoreError(f"{path}: the index sections do not fit together (centroids, offsets, lists)")
-    with s.write_lock:
-        index.centroids = centroids
-        index._quantizer = CoarseQuantizer(centroids, index.distance_fn, ex.get('ivf_shift'))
-        index.list_of_id = np.array(list_of_id, np.int32)
-        index.calibration = cfg.get('calibration')
-        codes = index._load_codes(ex, view, path) if index.codec == 'sq8' else None
-        s.watch(index._on_change, index._on_replaced)
-        lor = index.list_of_id[view.row_ids]
-        in_order = offsets[-1] == view.n_rows and not (lor < 0).any() and np.array_equal(np.repeat(np.arange(k), np.diff(offsets)), lor)
-        if in_order:
-            term = ex.get('ivf_row_cache')
-            ok = term is not None and len(term) == view.n_rows and index.distance_fn != 'dot'
-            index._adopt(view, lor, np.asarray(term, np.float32) if ok else None, codes)
-            index._publish(view)
-        elif str(path).lower().endswith('.json'): index._relayout(view)  # JSON keeps rows in id order: lay them out (published on release)
-        else: raise CorruptStoreError(f"{path}: the index's lists do not match the stored rows")
-    return index
