@@ -27,6 +27,7 @@ def normalise(X):
     norm = np.linalg.norm(Y, axis=1, keepdims=True)
     return Y / np.where(norm > 0, norm, 1)
 
+# %% ../nbs/02_inverted_lists.ipynb #e0accffb
 def query_transform(Q,               # (nq, d) float32 queries
                     distance_fn,     # 'cosine', 'dot' or 'euclidean'
                     shift=None,      # euclidean: the point the index measures from (None: the origin)
@@ -36,6 +37,18 @@ def query_transform(Q,               # (nq, d) float32 queries
     if distance_fn == 'dot': return -Q
     return -2 * (Q if shift is None else Q - shift)
 
+# %% ../nbs/02_inverted_lists.ipynb #654a6dca
+def _nearest_first(S, nprobe:int):
+    "Columns of the `nprobe` smallest entries of each row of `S`, smallest first."
+    if nprobe >= S.shape[1]: return np.argsort(S, axis=1)
+    if nprobe == 1: return S.argmin(axis=1)[:, None]  # assigning rows to lists: argmin is far cheaper than a partition
+    if len(S) == 1:  # one query: plain 1-D calls cost less than the along-axis ones
+        part = np.argpartition(S[0], nprobe - 1)[:nprobe]
+        return part[np.argsort(S[0, part])][None]
+    part = np.argpartition(S, nprobe - 1, axis=1)[:, :nprobe]
+    return np.take_along_axis(part, np.argsort(np.take_along_axis(S, part, 1), axis=1), 1)
+
+# %% ../nbs/02_inverted_lists.ipynb #59fd63de
 def rank_lists(Qm,            # (nq, d) transformed queries
                centroids,     # (n_lists, d)
                centroid_bias, # (n_lists,) ‖c − shift‖² for euclidean, else None
@@ -44,14 +57,7 @@ def rank_lists(Qm,            # (nq, d) transformed queries
     "The `nprobe` nearest lists of each query, nearest first, and the (nq, n_lists) centroid scores."
     S = Qm @ centroids.T
     if centroid_bias is not None: S += centroid_bias
-    if nprobe >= S.shape[1]: return np.argsort(S, axis=1), S
-    if nprobe == 1: return S.argmin(axis=1)[:, None], S  # assigning rows to lists: argmin is ~50x faster than a partition
-    if len(S) == 1:  # one query: plain 1-D calls cost less than the along-axis ones
-        part = np.argpartition(S[0], nprobe - 1)[:nprobe]
-        return part[np.argsort(S[0, part])][None], S
-    part = np.argpartition(S, nprobe - 1, axis=1)[:, :nprobe]
-    o = np.argsort(np.take_along_axis(S, part, 1), axis=1)
-    return np.take_along_axis(part, o, 1), S
+    return _nearest_first(S, nprobe), S
 
 # %% ../nbs/02_inverted_lists.ipynb #915ccd13
 def row_terms(X,               # (n, d) float32 rows
@@ -70,10 +76,6 @@ def row_terms(X,               # (n, d) float32 rows
         else: out[i:i + block] = np.minimum(np.divide(1, np.sqrt(sq), out=np.zeros_like(sq), where=sq > 0), 1e38)
     return out
 
-def _all_unit(term, distance_fn) -> bool:
-    "Cosine rows that all have length 1, so the scan can skip their scale."
-    return distance_fn == 'cosine' and bool(np.all(np.abs(term - 1) < 1e-4))
-
 # %% ../nbs/02_inverted_lists.ipynb #3f0583ef
 class CoarseQuantizer:
     "The centroids that define the inverted lists, and how a query ranks them (FAISS's coarse quantizer)."
@@ -87,20 +89,36 @@ class CoarseQuantizer:
         C = self.centroids.astype(np.float64) - (0 if shift is None else self.shift)
         self.ranked = C.astype(np.float32) if distance_fn == 'euclidean' else self.centroids  # measured from `shift`
         self.centroid_bias = (C ** 2).sum(1).astype(np.float32) if distance_fn == 'euclidean' else None
-    @property
-    def n_lists(self) -> int: return len(self.centroids)
-    def transform(self, Q) -> np.ndarray:
-        "Queries as the scan multiplies them (`query_transform` with this metric and shift)."
-        return query_transform(Q, self.distance_fn, self.shift)
-    def rank(self, Qm, nprobe:int):
-        "The `nprobe` nearest lists of each transformed query, nearest first, and all the centroid scores."
-        return rank_lists(Qm, self.ranked, self.centroid_bias, min(nprobe, self.n_lists))
-    def assign(self, X, block:int=8192) -> np.ndarray:
-        "The list (int32) each row of `X` belongs in: its nearest centroid, ranked as queries rank them, in blocks of rows."
-        out = np.empty(len(X), np.int32)
-        for i in range(0, len(X), block): out[i:i + block] = self.rank(self.transform(X[i:i + block]), 1)[0][:, 0]
-        return out
-    def __repr__(self): return f"CoarseQuantizer({self.n_lists} centroids, distance_fn={self.distance_fn!r})"
+
+# %% ../nbs/02_inverted_lists.ipynb #0f472896
+@patch(as_prop=True)
+def n_lists(self:CoarseQuantizer) -> int:
+    "The number of centroids, one per inverted list."
+    return len(self.centroids)
+
+@patch
+def __repr__(self:CoarseQuantizer):
+    "The number of centroids and the distance."
+    return f"CoarseQuantizer({self.n_lists} centroids, distance_fn={self.distance_fn!r})"
+
+# %% ../nbs/02_inverted_lists.ipynb #615ef247
+@patch
+def transform(self:CoarseQuantizer, Q) -> np.ndarray:
+    "Queries as the scan multiplies them (`query_transform` with this metric and shift)."
+    return query_transform(Q, self.distance_fn, self.shift)
+
+@patch
+def rank(self:CoarseQuantizer, Qm, nprobe:int):
+    "The `nprobe` nearest lists of each transformed query, nearest first, and all the centroid scores."
+    return rank_lists(Qm, self.ranked, self.centroid_bias, min(nprobe, self.n_lists))
+
+# %% ../nbs/02_inverted_lists.ipynb #f9f4ad83
+@patch
+def assign(self:CoarseQuantizer, X, block:int=8192) -> np.ndarray:
+    "The list (int32) each row of `X` belongs in: its nearest centroid, ranked as queries rank them, in blocks of rows."
+    out = np.empty(len(X), np.int32)
+    for i in range(0, len(X), block): out[i:i + block] = self.rank(self.transform(X[i:i + block]), 1)[0][:, 0]
+    return out
 
 # %% ../nbs/02_inverted_lists.ipynb #6540aad9
 class RowMask:
@@ -137,11 +155,23 @@ class InvertedLists:
         self.dead_per_list = dead_per_list
         self.list_live = self.list_rows - dead_per_list
         self.codes, self.sq = codes, sq
-    @property
-    def n_lists(self) -> int: return self.quantizer.n_lists
-    def __repr__(self):
-        return (f"InvertedLists({self.n_lists} lists over {len(self.view)} vectors, {len(self.tail_rows)} in tails, "
-                f"{self.view.n_dead} deleted, distance_fn={self.distance_fn!r}, codec={'flat' if self.codes is None else 'sq8'!r})")
+
+# %% ../nbs/02_inverted_lists.ipynb #7d3cb809
+@patch(as_prop=True)
+def n_lists(self:InvertedLists) -> int:
+    "The number of lists (the quantizer's centroids)."
+    return self.quantizer.n_lists
+
+@patch
+def __repr__(self:InvertedLists):
+    "Lists, vectors, tails, deleted rows, distance and codec."
+    return (f"InvertedLists({self.n_lists} lists over {len(self.view)} vectors, {len(self.tail_rows)} in tails, "
+            f"{self.view.n_dead} deleted, distance_fn={self.distance_fn!r}, codec={'flat' if self.codes is None else 'sq8'!r})")
+
+# %% ../nbs/02_inverted_lists.ipynb #5042669e
+def _all_unit(term, distance_fn) -> bool:
+    "Cosine rows that all have length 1, so the scan can skip their scale."
+    return distance_fn == 'cosine' and bool(np.all(np.abs(term - 1) < 1e-4))
 
 # %% ../nbs/02_inverted_lists.ipynb #c470624c
 @patch(cls_method=True)
@@ -166,6 +196,30 @@ def rows(self:InvertedLists, c:int):
     if self.tail_offsets is None or self.tail_offsets[c + 1] == self.tail_offsets[c]: return s
     return np.concatenate([np.arange(s, e), self.tail_rows[self.tail_offsets[c]:self.tail_offsets[c + 1]]])
 
+# %% ../nbs/02_inverted_lists.ipynb #1305fd97
+@patch
+def _masked_rows(self:InvertedLists, c:int, mask:RowMask=None):
+    "The rows of list `c` to score and which of them to hide (None: none); (None, None) when the mask hides them all."
+    rows = self.rows(c)
+    if mask is None or not mask.lists[c]: return rows, None
+    rows = np.arange(self.starts[c], self.ends[c]) if isinstance(rows, int) else rows
+    keep = mask.allowed[rows]
+    n_keep = int(keep.sum())
+    if n_keep == 0: return None, None
+    if 2 * n_keep < len(rows): return rows[keep], None  # mostly hidden: score only the allowed rows
+    return rows, ~keep                                   # mostly allowed: score all, hide the rest
+
+# %% ../nbs/02_inverted_lists.ipynb #755a6445
+@patch
+def _products(self:InvertedLists, Qs, at, q0=None):
+    "Scores of the queries `Qs` against the rows `at` (a slice or row numbers), per-row terms applied."
+    if q0 is None: S = Qs @ self.view.matrix[at].T
+    else: S = Qs @ self.codes[at].astype(np.float32).T; S += q0[:, None]
+    if self.row_bias is not None: S += self.row_bias[at]
+    if self.row_scale is not None: S *= self.row_scale[at]
+    return S
+
+# %% ../nbs/02_inverted_lists.ipynb #6ba13f69
 @patch
 def score(self:InvertedLists,
     Qs,                  # (m, d) transformed queries
@@ -174,19 +228,10 @@ def score(self:InvertedLists,
     q0=None,             # 8-bit lists: (m,) the queries' `q·vmin`, and `Qs` scaled (`ScalarQuantizer.tables`)
 ):
     "Scores (m, n) of the queries against list `c` and its rows (an int start, or an array); (None, None) if all are hidden."
-    rows, hide = self.rows(c), None
-    if mask is not None and mask.lists[c]:
-        rows = np.arange(self.starts[c], self.ends[c]) if isinstance(rows, int) else rows
-        keep = mask.allowed[rows]
-        n_keep = int(keep.sum())
-        if n_keep == 0: return None, None
-        if 2 * n_keep < len(rows): rows = rows[keep]  # mostly hidden: score only the allowed rows
-        else: hide = ~keep                            # mostly allowed: score all, hide the rest
+    rows, hide = self._masked_rows(c, mask)
+    if rows is None: return None, None
     at = slice(rows, self.ends[c]) if isinstance(rows, int) else rows
-    if q0 is None: S = Qs @ self.view.matrix[at].T
-    else: S = Qs @ self.codes[at].astype(np.float32).T; S += q0[:, None]
-    if self.row_bias is not None: S += self.row_bias[at]
-    if self.row_scale is not None: S *= self.row_scale[at]
+    S = self._products(Qs, at, q0)
     if hide is not None: S[:, hide] = np.inf
     return S, rows
 
@@ -204,9 +249,10 @@ def row_mask(self:InvertedLists,
 
 # %% ../nbs/02_inverted_lists.ipynb #7699153d
 def _small_ints(a):
-    "`a` as int16 when its values fit: numpy's stable sort of 16-bit ints is a radix sort, ~8x faster."
+    "`a` as int16 when its values fit: numpy's stable sort of 16-bit ints is a radix sort, several times faster."
     return a.astype(np.int16) if len(a) and 0 <= a.min() and a.max() < 2**15 else a
 
+# %% ../nbs/02_inverted_lists.ipynb #675c34be
 def _groups(lists):
     "Order that sorts `lists`, with the start, end and list of each run of equal values (Python lists)."
     o = np.argsort(_small_ints(lists), kind='stable')
@@ -217,11 +263,17 @@ def _groups(lists):
 
 # %% ../nbs/02_inverted_lists.ipynb #3daefb1e
 def _split(items, weights, n):
-    "Cut `items` into `n` contiguous chunks of about equal total weight."
+    "Cut `items` into at most `n` contiguous, non-empty chunks of about equal total weight."
     if n <= 1 or len(items) < 2 * n: return [items]
-    cuts = np.searchsorted(np.cumsum(weights), np.arange(1, n) * (sum(weights) / n)).tolist()
-    return [items[i:j] for i, j in zip([0, *cuts], [*cuts, len(items)])]
+    total = np.cumsum(weights, dtype=np.float64)
+    targets = np.arange(1, n) * (total[-1] / n)
+    reach = np.minimum(np.searchsorted(total, targets), len(items) - 1)  # the first item whose running total reaches each target
+    below = np.where(reach > 0, total[reach - 1], 0.0)                   # the running total just before that item
+    cuts = np.where(total[reach] - targets < targets - below, reach + 1, reach)  # cut on the side nearer the target
+    bounds = [0, *sorted(set(cuts.tolist()) - {0, len(items)}), len(items)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
 
+# %% ../nbs/02_inverted_lists.ipynb #77a902b1
 _pools, _pools_lock = {}, threading.Lock()
 def _run(fn, chunks, n_threads):
     "`fn` over `chunks`: the first in the calling thread, the others on a shared pool of `n_threads` threads."
@@ -232,14 +284,19 @@ def _run(fn, chunks, n_threads):
     return [fn(chunks[0])] + [f.result() for f in rest]  # the caller works too: one hand-off fewer
 
 # %% ../nbs/02_inverted_lists.ipynb #39f74ab3
-def _openblas_threads():
-    "ctypes `(get, set)` of the thread count of numpy's OpenBLAS, or None when numpy uses another BLAS (or OpenMP threads)."
+def _openblas_libs():
+    "Paths of the OpenBLAS libraries threadpoolctl finds with their own threads (not OpenMP), numpy's first."
     try: from threadpoolctl import ThreadpoolController
-    except ImportError: return None
+    except ImportError: return []
     libs = [c for c in ThreadpoolController().lib_controllers
             if c.internal_api == 'openblas' and getattr(c, 'threading_layer', None) != 'openmp']
-    for c in sorted(libs, key=lambda c: 'numpy' not in c.filepath):
-        lib = ctypes.CDLL(c.filepath)  # the library numpy already loaded: dlopen returns the same one
+    return [c.filepath for c in sorted(libs, key=lambda c: 'numpy' not in c.filepath)]
+
+# %% ../nbs/02_inverted_lists.ipynb #bc27b129
+def _openblas_threads():
+    "ctypes `(get, set)` of the thread count of numpy's OpenBLAS, or None when numpy uses another BLAS (or OpenMP threads)."
+    for path in _openblas_libs():
+        lib = ctypes.CDLL(path)  # the library numpy already loaded: dlopen returns the same one
         for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
             get, set_ = (getattr(lib, f"{prefix}openblas_{op}_num_threads{suffix}", None) for op in ("get", "set"))
             if get is not None and set_ is not None:
@@ -262,10 +319,14 @@ class blas_single_thread:
                     set_(1)
             _blas_state['depth'] += 1
             return _blas_state['before']
-    def __exit__(self, *exc):
-        with _blas_lock:
-            _blas_state['depth'] -= 1
-            if _blas_state['depth'] == 0 and _blas_state['api']: _blas_state['api'][1](_blas_state['before'])
+
+# %% ../nbs/02_inverted_lists.ipynb #0af270d8
+@patch
+def __exit__(self:blas_single_thread, *exc):
+    "Leave: the last scan out gives BLAS back the thread count it had."
+    with _blas_lock:
+        _blas_state['depth'] -= 1
+        if _blas_state['depth'] == 0 and _blas_state['api']: _blas_state['api'][1](_blas_state['before'])
 
 # %% ../nbs/02_inverted_lists.ipynb #3e4ea7f8
 def rank_batch(quantizer:CoarseQuantizer, Qm, nprobe:int, n_threads:int=1):
@@ -283,6 +344,25 @@ def _list_pairs(probes, # (nq, P) lists per query, -1 for none
     o, gs, ge, gl = _groups(flat[pairs])
     return pairs[o] // probes.shape[1], list(zip(gs, ge, gl))
 
+# %% ../nbs/02_inverted_lists.ipynb #c19388f4
+def _scan_chunk(chunk, qsel, Qs, q0, lists:InvertedLists, mask:RowMask, nq:int, k:int):
+    "Heaps (nq, k) of the scores of the runs (start, end, list) in `chunk`; `qsel` holds each pair's query."
+    hs, hr = empty_heaps(nq, k)
+    for a, b, c in chunk:
+        qs = qsel[a:b]
+        S, rows = lists.score(Qs[qs], c, mask, None if q0 is None else q0[qs])
+        if S is None: continue
+        if isinstance(rows, int): push_block(hs, hr, qs, S, rows, NO_ROWS)
+        else: push_block(hs, hr, qs, S, 0, rows)
+    return hs, hr
+
+# %% ../nbs/02_inverted_lists.ipynb #2afe3b8e
+def _merged(parts):
+    "The first (hs, hr) heaps of `parts` with every other part's pushed in: one answer from the threads' heaps."
+    (hs, hr), *others = parts
+    for h, r in others: push_rows(hs, hr, h, r)
+    return hs, hr
+
 # %% ../nbs/02_inverted_lists.ipynb #0398747e
 def grouped_scan(Qm,                 # (nq, d) transformed queries
                  probes,             # (nq, P) lists to scan per query, -1 for none
@@ -294,19 +374,9 @@ def grouped_scan(Qm,                 # (nq, d) transformed queries
     "The `k` best (rows, scores) per query: each probed list multiplied once with the queries probing it, the scores kept in heaps."
     nq, (qsel, groups) = len(probes), _list_pairs(probes)
     Qs, q0 = (Qm, None) if lists.codes is None else lists.sq.tables(Qm)
-    def scan(chunk):
-        hs, hr = empty_heaps(nq, k)
-        for a, b, c in chunk:
-            qs = qsel[a:b]
-            S, rows = lists.score(Qs[qs], c, mask, None if q0 is None else q0[qs])
-            if S is None: continue
-            if isinstance(rows, int): push_block(hs, hr, qs, S, rows, NO_ROWS)
-            else: push_block(hs, hr, qs, S, 0, rows)
-        return hs, hr
     chunks = _split(groups, [(b - a) * (lists.sizes[c] + 1) for a, b, c in groups], n_threads)
-    (hs, hr), *others = _run(scan, chunks, n_threads)
-    for h, r in others: push_rows(hs, hr, h, r)  # merge the threads' heaps
-    return sorted_heaps(hs, hr, k)
+    parts = _run(lambda chunk: _scan_chunk(chunk, qsel, Qs, q0, lists, mask, nq, k), chunks, n_threads)
+    return sorted_heaps(*_merged(parts), k)
 
 # %% ../nbs/02_inverted_lists.ipynb #f5f23baa
 def _segments(lists:InvertedLists, probe_lists):
@@ -333,6 +403,7 @@ def _scan_lists(qm, probe_lists, lists:InvertedLists, k:int, mask:RowMask=None):
         scan_sq8(lists.codes, qs[0], q0[0], starts, ends, tails, bias, scale, allowed, hs[0], hr[0])
     return hs, hr
 
+# %% ../nbs/02_inverted_lists.ipynb #275fd28d
 def scan_one(qm,                  # (d,) one transformed query
              probe_lists,         # the lists to scan
              lists:InvertedLists, # the lists and how to score them
@@ -343,8 +414,7 @@ def scan_one(qm,                  # (d,) one transformed query
     "`grouped_scan` for one query, ((1, k) rows, (1, k) scores): one kernel call per thread over its share of the lists."
     probe_lists = np.asarray(probe_lists, np.int64)
     if n_threads > 1 and lists.list_rows[probe_lists].sum() >= 16384 * n_threads and len(probe_lists) >= 2 * n_threads:
-        (hs, hr), *others = _run(lambda p: _scan_lists(qm, p, lists, k, mask), np.array_split(probe_lists, n_threads), n_threads)
-        for h, r in others: push_rows(hs, hr, h, r)
+        hs, hr = _merged(_run(lambda p: _scan_lists(qm, p, lists, k, mask), np.array_split(probe_lists, n_threads), n_threads))
     else: hs, hr = _scan_lists(qm, probe_lists, lists, k, mask)
     return sorted_heaps(hs, hr, k)
 
@@ -352,13 +422,15 @@ def scan_one(qm,                  # (d,) one transformed query
 class ScalarQuantizer:
     "8-bit codes per dimension: `x_j ≈ vmin_j + scale_j · code_j` (FAISS's `QT_8bit`), with the range clipped at quantiles."
     def __init__(self, vmin, scale): self.vmin, self.scale = np.asarray(vmin, np.float32), np.asarray(scale, np.float32)
-    @classmethod
-    def train(cls, X, clip:float=0.999, max_rows:int=65536, seed:int=0):
-        "The range of each dimension: the `1-clip` and `clip` quantiles of (at most `max_rows` of) the rows of `X`."
-        if len(X) > max_rows: X = X[np.sort(np.random.default_rng(seed).choice(len(X), max_rows, replace=False))]
-        lo, hi = np.quantile(np.asarray(X, np.float32), [1 - clip, clip], axis=0)
-        return cls(lo, np.maximum((hi - lo) / 255, 1e-30))
     def __repr__(self): return f"ScalarQuantizer({len(self.vmin)} dimensions)"
+
+# %% ../nbs/02_inverted_lists.ipynb #5ae58616
+@patch(cls_method=True)
+def train(cls:ScalarQuantizer, X, clip:float=0.999, max_rows:int=65536, seed:int=0):
+    "The range of each dimension: the `1-clip` and `clip` quantiles of (at most `max_rows` of) the rows of `X`."
+    if len(X) > max_rows: X = X[np.sort(np.random.default_rng(seed).choice(len(X), max_rows, replace=False))]
+    lo, hi = np.quantile(np.asarray(X, np.float32), [1 - clip, clip], axis=0)
+    return cls(lo, np.maximum((hi - lo) / 255, 1e-30))
 
 # %% ../nbs/02_inverted_lists.ipynb #cd45527b
 @patch
@@ -370,11 +442,13 @@ def encode(self:ScalarQuantizer, X, block:int=65536) -> np.ndarray:
             out[i:i + block] = np.clip(np.rint((np.asarray(X[i:i + block], np.float32) - self.vmin) / self.scale), 0, 255)
     return out
 
+# %% ../nbs/02_inverted_lists.ipynb #026aae4a
 @patch
 def decode(self:ScalarQuantizer, C) -> np.ndarray:
     "The float32 vectors that 8-bit codes `C` stand for: `vmin + scale·C`."
     return self.vmin + self.scale * np.asarray(C, np.float32)
 
+# %% ../nbs/02_inverted_lists.ipynb #838b152d
 @patch
 def tables(self:ScalarQuantizer, Qm):
     "The scaled queries `Qm·scale` and constants `Qm·vmin`: `Qm·x ≈ q0 + codes·Qs`."

@@ -31,6 +31,7 @@ def sift_down(hs, hr, n, s, r):
         hs[i] = hs[c]; hr[i] = hr[c]; i = c
     hs[i] = s; hr[i] = r
 
+# %% ../nbs/02a_kernels.ipynb #1626ae40
 @kernel
 def heap_replace(hs, hr, s, r):
     "Put score `s` of row `r` in place of the root of the max-heap (hs, hr), the worst kept."
@@ -105,7 +106,7 @@ def scan_flat(X, q, starts, ends, rows, bias, scale, allowed, hs, hr):
         if scale.size: s *= scale[r]
         if s < hs[0]: heap_replace(hs, hr, s, r)
 
-# %% ../nbs/02a_kernels.ipynb #b18492e8
+# %% ../nbs/02a_kernels.ipynb #e8bfc7b3
 @kernel
 def _dot_u8(C, r, q):
     "C[r]·q for uint8 codes C, summed in float32 (vectorised)."
@@ -113,6 +114,7 @@ def _dot_u8(C, r, q):
     for t in range(C.shape[1]): acc += np.float32(C[r, t]) * q[t]
     return acc
 
+# %% ../nbs/02a_kernels.ipynb #b18492e8
 @kernel
 def scan_sq8(C, qs, q0, starts, ends, rows, bias, scale, allowed, hs, hr):
     "`scan_flat` over uint8 codes `C`: a row's score is `q0 + C[r]·qs`, then its bias and scale."
