@@ -17,15 +17,21 @@ def _cell(v, width=72)->str:
     s = " ".join(s.split())
     return s if len(s) <= width else s[:width-1] + "…"
 
+# %% ../nbs/07_cli.ipynb #4193bcbb
+def _align(rows:list)->str:
+    "Rows of cells as aligned text: rank and distance right-aligned, the metadata left-aligned, the last column unpadded."
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    fmt = lambda row: "  ".join(v.rjust(w) if c < 2 else (v if c == len(row)-1 else v.ljust(w)) for c,(v,w) in enumerate(zip(row, widths)))
+    return "\n".join(fmt(row) for row in rows)
+
+# %% ../nbs/07_cli.ipynb #5d821ba9
 def format_results(results # [(rank, id, distance, metadata)] from `search_store`
                   )->str:
     "A plain-text table: rank, distance, then one column per metadata field."
     if not results: return "no results"
     fields = list(dict.fromkeys(f for *_, m in results for f in m))
     rows = [["rank", "distance", *fields]] + [[str(r), f"{d:.3f}", *(_cell(m.get(f, "")) for f in fields)] for r,_,d,m in results]
-    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    fmt = lambda row: "  ".join(v.rjust(w) if c < 2 else (v if c == len(row)-1 else v.ljust(w)) for c,(v,w) in enumerate(zip(row, widths)))
-    return "\n".join(fmt(row) for row in rows)
+    return _align(rows)
 
 # %% ../nbs/07_cli.ipynb #99b589b5
 @contextlib.contextmanager
@@ -38,10 +44,18 @@ def _opened(path):
     from minivecdb.distributed import ShardedIndex, ray_session
     with ray_session(), ShardedIndex.load(path) as index: yield index
 
+# %% ../nbs/07_cli.ipynb #289b3cee
 def _size(path)->int:
     "Bytes on disk of a store file, or of every file in a sharded store's directory."
     p = Path(path)
     return sum(f.stat().st_size for f in p.iterdir() if f.is_file()) if p.is_dir() else p.stat().st_size
+
+# %% ../nbs/07_cli.ipynb #8d6d16d1
+def _index_summary(args, index, shards:str="")->str:
+    "The line `minivecdb index` prints: how many texts went where, their dimension and the number of lists."
+    st = index.get_stats()
+    return (f"indexed {st['n_vectors']} texts from {args.file} into {args.output} "
+            f"(dimension {index.dimension}, {st['n_clusters']} list{'s' if st['n_clusters'] != 1 else ''}{shards})")
 
 # %% ../nbs/07_cli.ipynb #2b529a00
 def _index_sharded(args):
@@ -51,9 +65,8 @@ def _index_sharded(args):
     from minivecdb.distributed import embed_to_shards, ray_session
     texts, metadatas = read_items(args.file, args.text_column, args.metadata_columns)
     with ray_session(), embed_to_shards(texts, args.output, args.shards, metadatas, args.model, progress=not args.quiet) as index:
-        st = index.get_stats()
-    print(f"indexed {st['n_vectors']} texts from {args.file} into {args.output} "
-          f"(dimension {index.dimension}, {st['n_clusters']} list{'s' if st['n_clusters'] != 1 else ''}, {args.shards} shard{'s' if args.shards != 1 else ''} on Ray)")
+        line = _index_summary(args, index, f", {args.shards} shard{'s' if args.shards != 1 else ''} on Ray")
+    print(line)
 
 # %% ../nbs/07_cli.ipynb #33510a19
 def cmd_index(args):
@@ -61,10 +74,9 @@ def cmd_index(args):
     if args.shards is not None: return _index_sharded(args)
     from minivecdb.text import index_file
     index = index_file(args.file, args.output, args.text_column, args.metadata_columns, args.model, progress=not args.quiet)
-    st = index.get_stats()
-    print(f"indexed {st['n_vectors']} texts from {args.file} into {args.output} "
-          f"(dimension {index.dimension}, {st['n_clusters']} list{'s' if st['n_clusters'] != 1 else ''})")
+    print(_index_summary(args, index))
 
+# %% ../nbs/07_cli.ipynb #9c8d5a14
 def cmd_search(args):
     "minivecdb search STORE QUERY: the nearest stored texts."
     from minivecdb.text import search_store, parse_where
@@ -73,6 +85,7 @@ def cmd_search(args):
     if args.json: print(json.dumps([dict(rank=r, id=i, distance=d, metadata=m) for r,i,d,m in results], ensure_ascii=False, indent=1))
     else: print(format_results(results))
 
+# %% ../nbs/07_cli.ipynb #279895f6
 def cmd_stats(args):
     "minivecdb stats STORE: the index summary."
     with _opened(args.store) as index:
@@ -87,6 +100,7 @@ def demo_home()->Path:
     if os.environ.get("MINIVECDB_HOME"): return Path(os.environ["MINIVECDB_HOME"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home()/".cache").expanduser()/"minivecdb"
 
+# %% ../nbs/07_cli.ipynb #1132dbee
 def demo_store_path(model=None)->Path:
     "The demo store for this headline file and this model."
     from minivecdb.headlines import HEADLINES_CSV
@@ -94,6 +108,7 @@ def demo_store_path(model=None)->Path:
     h = hashlib.sha256(HEADLINES_CSV.read_bytes() + str(model or default_model()).encode()).hexdigest()[:10]
     return demo_home()/f"headlines-{h}.ivf"
 
+# %% ../nbs/07_cli.ipynb #69492136
 def _demo_store(args)->Path:
     "The demo store's path, after building it if it is missing (or `--rebuild` asks for it)."
     from minivecdb.headlines import build_headline_store
@@ -103,6 +118,7 @@ def _demo_store(args)->Path:
         build_headline_store(path, model=args.model, progress=not args.quiet)
     return path
 
+# %% ../nbs/07_cli.ipynb #4e351627
 def cmd_demo(args):
     "minivecdb demo [QUERY]: semantic search over the packaged headlines, building their store on first use."
     from minivecdb.headlines import TUTORIAL_QUERY
@@ -128,8 +144,54 @@ def cmd_serve(args):
     print(f"stopped; {Path(path).name} saved with {len(store.index.storage)} items", flush=True)
 
 # %% ../nbs/07_cli.ipynb #9f8ab3bd
+def _add(sub, name, fn, help):
+    "The subcommand `name`, which runs `fn`, with `help` as its one-line description."
+    sp = sub.add_parser(name, help=help, description=help); sp.set_defaults(fn=fn); return sp
+
 def _model_opt(sp): sp.add_argument("--model", help="sentence-transformers model directory or name (default $MINIVECDB_MODEL or the packaged all-MiniLM-L6-v2)")
 
+# %% ../nbs/07_cli.ipynb #ffb98b3e
+def _search_opts(sp):
+    "The options of a search: `search` and `demo` share them."
+    sp.add_argument("-k", type=int, default=5, help="number of results (default 5)")
+    sp.add_argument("--where", action="append", metavar="FIELD=VALUE", help="only items whose metadata FIELD equals VALUE (repeat a field for any of several values)")
+    sp.add_argument("--nprobe", type=int, help="inverted lists to scan (default: the store's)")
+    _model_opt(sp)
+
+# %% ../nbs/07_cli.ipynb #40e34b5c
+def _index_args(sp):
+    "The arguments of `minivecdb index`."
+    from minivecdb.text import TEXT_COLUMNS
+    sp.add_argument("file", help="the texts: .csv/.tsv with a header, .jsonl with one object per line, or one text per line")
+    sp.add_argument("-o", "--output", required=True, metavar="STORE", help="the store file to write (a new directory with --shards)")
+    sp.add_argument("--shards", type=int, metavar="N", help="spread the store over N Ray actors, embedding with ray.data (needs minivecdb[ray])")
+    sp.add_argument("--text-column", help=f"column holding the text (default the first of: {', '.join(TEXT_COLUMNS)})")
+    sp.add_argument("--metadata-columns", nargs="+", metavar="COLUMN", help="columns kept as metadata (default all)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _model_opt(sp)
+
+# %% ../nbs/07_cli.ipynb #e436d7b5
+def _search_args(sp):
+    "The arguments of `minivecdb search`."
+    sp.add_argument("store", help="a store made by `minivecdb index` (a file, or a sharded store's directory)")
+    sp.add_argument("query", help="the text to look for")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _search_opts(sp)
+
+def _stats_args(sp):
+    "The arguments of `minivecdb stats`."
+    sp.add_argument("store")
+    sp.add_argument("--json", action="store_true", help="print JSON")
+
+# %% ../nbs/07_cli.ipynb #4e29f058
+def _demo_args(sp):
+    "The arguments of `minivecdb demo`."
+    sp.add_argument("query", nargs="?", help="what to look for (default: the tutorial's Boston Marathon headline)")
+    sp.add_argument("--rebuild", action="store_true", help="rebuild the demo store")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _search_opts(sp)
+
+# %% ../nbs/07_cli.ipynb #dac655af
 def _serve_args(sp):
     "The arguments of `minivecdb serve`."
     sp.add_argument("store", nargs="?", help="a store made by `minivecdb index`")
@@ -142,38 +204,13 @@ def _serve_args(sp):
 # %% ../nbs/07_cli.ipynb #2bd6d563
 def make_parser()->argparse.ArgumentParser:
     "The `minivecdb` argument parser, one subcommand per `cmd_*` function."
-    from minivecdb.text import TEXT_COLUMNS
     p = argparse.ArgumentParser(prog="minivecdb", description="A small vector database: index texts, search them by meaning.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    def add(name, fn, help):
-        sp = sub.add_parser(name, help=help, description=help); sp.set_defaults(fn=fn); return sp
-    def search_opts(sp):
-        sp.add_argument("-k", type=int, default=5, help="number of results (default 5)")
-        sp.add_argument("--where", action="append", metavar="FIELD=VALUE", help="only items whose metadata FIELD equals VALUE (repeat a field for any of several values)")
-        sp.add_argument("--nprobe", type=int, help="inverted lists to scan (default: the store's)")
-        _model_opt(sp)
-    sp = add("index", cmd_index, "embed a CSV, TSV, JSON Lines or plain-text file and save a searchable store")
-    sp.add_argument("file", help="the texts: .csv/.tsv with a header, .jsonl with one object per line, or one text per line")
-    sp.add_argument("-o", "--output", required=True, metavar="STORE", help="the store file to write (a new directory with --shards)")
-    sp.add_argument("--shards", type=int, metavar="N", help="spread the store over N Ray actors, embedding with ray.data (needs minivecdb[ray])")
-    sp.add_argument("--text-column", help=f"column holding the text (default the first of: {', '.join(TEXT_COLUMNS)})")
-    sp.add_argument("--metadata-columns", nargs="+", metavar="COLUMN", help="columns kept as metadata (default all)")
-    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _model_opt(sp)
-    sp = add("search", cmd_search, "find the stored texts nearest in meaning to a query")
-    sp.add_argument("store", help="a store made by `minivecdb index` (a file, or a sharded store's directory)")
-    sp.add_argument("query", help="the text to look for")
-    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    search_opts(sp)
-    sp = add("stats", cmd_stats, "summarise a store and its index")
-    sp.add_argument("store")
-    sp.add_argument("--json", action="store_true", help="print JSON")
-    sp = add("demo", cmd_demo, "search the packaged news headlines (builds their store on first use)")
-    sp.add_argument("query", nargs="?", help="what to look for (default: the tutorial's Boston Marathon headline)")
-    sp.add_argument("--rebuild", action="store_true", help="rebuild the demo store")
-    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    search_opts(sp)
-    _serve_args(add("serve", cmd_serve, "answer searches and writes over HTTP, with a search page at /"))
+    _index_args(_add(sub, "index", cmd_index, "embed a CSV, TSV, JSON Lines or plain-text file and save a searchable store"))
+    _search_args(_add(sub, "search", cmd_search, "find the stored texts nearest in meaning to a query"))
+    _stats_args(_add(sub, "stats", cmd_stats, "summarise a store and its index"))
+    _demo_args(_add(sub, "demo", cmd_demo, "search the packaged news headlines (builds their store on first use)"))
+    _serve_args(_add(sub, "serve", cmd_serve, "answer searches and writes over HTTP, with a search page at /"))
     return p
 
 # %% ../nbs/07_cli.ipynb #22b687d1
@@ -190,6 +227,7 @@ def _run(argv)->int:
         return 1
     return 0
 
+# %% ../nbs/07_cli.ipynb #37c84962
 def _leave_interrupted(signum, frame):
     "Ctrl-C when nothing is left to undo: one line on stderr, then end the process at once with status 130."
     os.write(2, b"minivecdb: interrupted\n")
@@ -201,6 +239,7 @@ def _end_process(status:int):
         with contextlib.suppress(OSError, ValueError): f.flush()
     os._exit(status)
 
+# %% ../nbs/07_cli.ipynb #a4dc20b5
 def main(argv=None # arguments after the program name; default `sys.argv[1:]`, and then `main` is the program
         )->int:    # exit status: 0, 1 for an error, 2 for bad usage, 130 when interrupted
     "Run the `minivecdb` command line."

