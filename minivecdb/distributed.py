@@ -29,9 +29,13 @@ def _ray():
     "The `ray` module, started on this machine if no cluster is running yet (Ray is imported here, never by `import minivecdb`)."
     try: import ray
     except ImportError: raise ImportError(f'a sharded index runs on Ray, which is not installed: pip install "minivecdb[ray]" (Ray {RAY_VERSION})') from None
-    if not ray.is_initialized(): ray.init(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
+    if not ray.is_initialized():
+        try: ray.init(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
+        except Exception as e: raise RuntimeError(f"Ray could not start on this machine ({type(e).__name__}: {e}); a sharded index needs a "
+                                                  "running Ray: see `ray status`, or start one with `ray start --head`") from e
     return ray
 
+# %% ../nbs/07b_distributed.ipynb #4be2861c
 def _ray_running() -> bool: return "ray" in sys.modules and sys.modules["ray"].is_initialized()
 
 @contextlib.contextmanager
@@ -60,6 +64,21 @@ def _distances(lists, Q, rows, exact) -> np.ndarray:
     if lists.distance_fn == 'dot': return exact.astype(np.float32)
     return euclidean_to_rows(Q, rows, lists.view.matrix)
 
+# %% ../nbs/07b_distributed.ipynb #b7ebbdd5
+def _scan(lists, Qm, probes, m:int, mask) -> tuple:
+    "One node's scan of the `probes` lists: per query the `m` best rows and their scan scores."
+    with blas_single_thread() as n_threads:
+        if len(Qm) == 1: return scan_one(Qm[0], probes[0][probes[0] >= 0], lists, m, mask, n_threads)
+        return grouped_scan(Qm, probes, lists, m, mask, n_threads if len(Qm) >= 64 else 1)
+
+# %% ../nbs/07b_distributed.ipynb #f2aa1ef0
+def _exact_scores(lists, Qm, rows, key) -> np.ndarray:
+    "The float score of each candidate: the scan's own for float lists, re-computed from the float rows for 8-bit lists."
+    if lists.codes is None: return key
+    exact = np.empty(rows.shape, np.float32)
+    rescore(lists.view.matrix, Qm, np.ascontiguousarray(rows), _or_none(lists.row_bias, NO_F32), _or_none(lists.row_scale, NO_F32), exact)
+    return exact
+
 # %% ../nbs/07b_distributed.ipynb #43a32dec
 def shard_search(index:IVFIndex, # one shard's index
                  Q,              # (nq, d) float32 queries, checked by the driver
@@ -71,13 +90,8 @@ def shard_search(index:IVFIndex, # one shard's index
     lists = index._reader_lists()
     mask, _ = lists.row_mask(None if where is None else lists.view.where_mask(where))
     Qm = lists.quantizer.transform(Q)
-    with blas_single_thread() as n_threads:
-        if len(Q) == 1: rows, key = scan_one(Qm[0], probes[0][probes[0] >= 0], lists, m, mask, n_threads)
-        else: rows, key = grouped_scan(Qm, probes, lists, m, mask, n_threads if len(Q) >= 64 else 1)
-    exact = key
-    if lists.codes is not None:  # 8-bit scan: score the candidates again with the float rows
-        exact = np.empty(rows.shape, np.float32)
-        rescore(lists.view.matrix, Qm, np.ascontiguousarray(rows), _or_none(lists.row_bias, NO_F32), _or_none(lists.row_scale, NO_F32), exact)
+    rows, key = _scan(lists, Qm, probes, m, mask)
+    exact = _exact_scores(lists, Qm, rows, key)
     ids = np.full(rows.shape, -1, np.int64)
     ids[rows >= 0] = lists.view.row_ids[rows[rows >= 0]]  # a shard may hold no rows at all
     return ids, key, exact, _distances(lists, Q, rows, exact)
@@ -108,9 +122,15 @@ class ShardServer:
         ThreadpoolController().limit(limits=threads or len(os.sched_getaffinity(0)), user_api="blas")  # Ray starts actors with one
         self.index = IVFIndex.load(self.path, mmap=True)
         self.index.storage.acquire_lock(self.path)
-        self.log = WriteLog(self.path.with_name(self.path.name + ".log"), store_fingerprint(self.path))
-        self._replayed_deletes = {e.get("request") for e in self.log.pending if isinstance(e, dict) and e.get("op") == "delete"}
-        if replay(self.index, self.log.pending, self.log.path): self.checkpoint()
+        self._open_log()
+
+# %% ../nbs/07b_distributed.ipynb #1dbc9712
+@patch
+def _open_log(self:ShardServer):
+    "Open the shard's write-ahead log and replay the writes it holds onto the index."
+    self.log = WriteLog(self.path.with_name(self.path.name + ".log"), store_fingerprint(self.path))
+    self._replayed_deletes = {e.get("request") for e in self.log.pending if isinstance(e, dict) and e.get("op") == "delete"}
+    if replay(self.index, self.log.pending, self.log.path): self.checkpoint()
 
 # %% ../nbs/07b_distributed.ipynb #b961d0cb
 @patch
@@ -121,19 +141,21 @@ def info(self:ShardServer) -> dict:
     return dict(list_live=self.index.list_sizes(), n_rows=view.n_rows, next_local=view.next_id, pid=os.getpid(),
                 tail_vectors=st['tail_vectors'], deleted_rows=st['deleted_rows'], dimension=view.dimension)
 
-# %% ../nbs/07b_distributed.ipynb #3271f1ad
+# %% ../nbs/07b_distributed.ipynb #c59c936c
 @patch
 def allowed(self:ShardServer, where) -> np.ndarray:
     "Vectors per list that pass `where` (the driver widens probes with the sum over shards, as one node does)."
     lists = self.index._reader_lists()
     return lists.row_mask(lists.view.where_mask(where))[1]
 
+# %% ../nbs/07b_distributed.ipynb #3271f1ad
 @patch
 def search(self:ShardServer, batch:tuple, m:int, where=None) -> tuple:
     "`shard_search` of `batch` = (queries, probes), with the ids turned into the ids of the whole index."
     ids, *scores = shard_search(self.index, *batch, m, where)
     return (global_ids(ids, self.shard, self.n_shards), *scores)
 
+# %% ../nbs/07b_distributed.ipynb #111772e4
 @patch
 def get(self:ShardServer, local_ids) -> list:
     "`(vector, metadata)` of each local id, None where there is none."
@@ -164,9 +186,11 @@ def delete(self:ShardServer, local_id:int, request:str=None) -> tuple:
 # %% ../nbs/07b_distributed.ipynb #fa77b36e
 @patch
 def _after_write(self:ShardServer) -> dict:
+    "Checkpoint once `checkpoint_every` writes are logged; the shard's info."
     if self.log.n >= self.checkpoint_every: self.checkpoint()
     return self.info()
 
+# %% ../nbs/07b_distributed.ipynb #c3b7ca7a
 @patch
 def checkpoint(self:ShardServer):
     "Save the shard's file, then empty its log."
@@ -181,11 +205,13 @@ def save_copy(self:ShardServer, path):
     self.index.save(path)  # a storage's save takes the lock of the file it writes ...
     self.index.storage.acquire_lock(self.path)  # ... so take this file's back
 
+# %% ../nbs/07b_distributed.ipynb #eb00bcc2
 @patch
 def stats(self:ShardServer) -> dict:
     "This shard's `IVFIndex.get_stats()`."
     return self.index.get_stats()
 
+# %% ../nbs/07b_distributed.ipynb #2646e3fd
 @patch
 def close(self:ShardServer):
     "Save what the log holds and let go of the file's lock."
@@ -201,9 +227,13 @@ def _reason(e) -> str:
     lines = [l.strip() for l in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if l.strip()] or [type(e).__name__]
     return lines[-1] if getattr(e, "actor_init_failed", False) else lines[0]
 
-# %% ../nbs/07b_distributed.ipynb #6f983840
-MANIFEST = "manifest.json"
+# %% ../nbs/07b_distributed.ipynb #208f82f4
+def _next_id(next_id:int, info:dict, n_shards:int) -> int:
+    "The next id to give: past the manifest's `next_id` and past the last id any shard holds (`info`: shard -> its `info`)."
+    firsts = [(i["next_local"] - 1) * n_shards + s + 1 for s, i in info.items() if i["next_local"]]
+    return max([next_id, *firsts])
 
+# %% ../nbs/07b_distributed.ipynb #6f983840
 class ShardedIndex:
     "An IVF index spread over Ray actors, rows by id: one set of centroids on the driver, each shard an `IVFIndex`, exact top-k merged."
     timeout = 60.0       # seconds a shard has to answer, a restart included, before a call fails naming it
@@ -215,12 +245,17 @@ class ShardedIndex:
         for k in ("distance_fn", "codec", "nprobe", "rerank"): setattr(self, k, manifest["settings"][k])
         self._writes, self._token, self._requests = threading.Lock(), os.urandom(6).hex(), 0  # names each delete call (retries)
         self._info = self._gather({s: a.info.remote() for s, a in enumerate(shards)}, "its state")
-        firsts = [(i["next_local"] - 1) * self.n_shards + s + 1 for s, i in self._info.items() if i["next_local"]]
-        self.next_id = max([manifest["next_id"], *firsts])
+        self.next_id = _next_id(manifest["next_id"], self._info, self.n_shards)
 
-    def __repr__(self):
-        return f"ShardedIndex({len(self)} vectors in {self.n_shards} shards, {self.quantizer.n_lists} lists, distance_fn={self.distance_fn!r}, codec={self.codec!r}, nprobe={self.nprobe})"
-    def __len__(self): return int(sum(i["list_live"].sum() for i in self._info.values()))
+# %% ../nbs/07b_distributed.ipynb #cd0ed8eb
+@patch
+def __repr__(self:ShardedIndex):
+    "Vectors, shards, lists and settings."
+    return f"ShardedIndex({len(self)} vectors in {self.n_shards} shards, {self.quantizer.n_lists} lists, distance_fn={self.distance_fn!r}, codec={self.codec!r}, nprobe={self.nprobe})"
+@patch
+def __len__(self:ShardedIndex):
+    "The number of live vectors over all shards."
+    return int(sum(i["list_live"].sum() for i in self._info.values()))
 
 # %% ../nbs/07b_distributed.ipynb #6dde67ff
 @patch
@@ -228,24 +263,60 @@ def _gather(self:ShardedIndex, refs:dict, what:str) -> dict:
     "Each shard's answer to a call (`refs`: shard -> pending result), or an error naming the first shard that failed."
     ray = _ray()
     _, late = ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.timeout)
-    name = lambda s: f"shard {s} ({self.manifest['shards'][s]})"
     if late:
         s = next(s for s, r in refs.items() if r in late)
-        raise ShardUnavailableError(f"{name(s)} did not answer {what} within {self.timeout:g} s; no partial answer is given")
+        raise ShardUnavailableError(f"shard {s} ({self.manifest['shards'][s]}) did not answer {what} within {self.timeout:g} s; no partial answer is given")
     out, errors = {}, {}
     for s, ref in refs.items():  # every answer is collected, so Ray reports no error as left unread
         try: out[s] = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e: errors[s] = e
-    if not errors: return out
-    s, e = next(iter(errors.items()))
-    if isinstance(e, ray.exceptions.RayActorError):
-        raise ShardUnavailableError(f"{name(s)} is down and could not be restarted ({_reason(e)}); no partial answer is given") from None
-    raise (e.cause if isinstance(e.cause, Exception) else ShardUnavailableError(f"{name(s)} failed: {_reason(e)}")) from None
+    if errors: raise self._shard_error(*next(iter(errors.items()))) from None
+    return out
 
+# %% ../nbs/07b_distributed.ipynb #95cb5ddb
+@patch
+def _shard_error(self:ShardedIndex, s:int, e) -> Exception:
+    "The error a call raises when shard `s` failed with Ray's error `e`."
+    name = f"shard {s} ({self.manifest['shards'][s]})"
+    if isinstance(e, _ray().exceptions.RayActorError):
+        return ShardUnavailableError(f"{name} is down and could not be restarted ({_reason(e)}); no partial answer is given")
+    return e.cause if isinstance(e.cause, Exception) else ShardUnavailableError(f"{name} failed: {_reason(e)}")
+
+# %% ../nbs/07b_distributed.ipynb #628f777f
 @patch
 def _call(self:ShardedIndex, method:str, *args, what:str=None) -> dict:
     "Call `method` on every shard at once and gather the answers."
     return self._gather({s: getattr(a, method).remote(*args) for s, a in enumerate(self.shards)}, what or method)
+
+# %% ../nbs/07b_distributed.ipynb #e398d688
+@patch
+def _n_allowed(self:ShardedIndex, where) -> np.ndarray:
+    "Vectors per list a search may return: the live ones, or those passing `where`, summed over the shards."
+    if where is None: return sum(self._info[s]["list_live"] for s in self._info)
+    return sum(self._call("allowed", where, what="a filtered count").values())
+
+# %% ../nbs/07b_distributed.ipynb #7b72c3c9
+@patch
+def _candidates(self:ShardedIndex, k:int, rerank) -> int:
+    "Candidates per query each shard returns: one node's `m` (k, or rerank·k for 8-bit lists)."
+    rr = _check_positive(self.rerank if rerank is None else rerank, 'rerank')
+    return k if self.codec == 'flat' else min(k * rr, max(sum(i["n_rows"] for i in self._info.values()), k))
+
+# %% ../nbs/07b_distributed.ipynb #e0842391
+@patch
+def _probes(self:ShardedIndex, Q, nprobe:int, n_allowed, k:int) -> np.ndarray:
+    "The lists each query scans: its `nprobe` nearest, widened as one node widens them until `k` vectors may be found."
+    with blas_single_thread() as n_threads:
+        probes, list_scores = rank_batch(self.quantizer, self.quantizer.transform(Q), nprobe, n_threads if len(Q) >= 64 else 1)
+    return _probe_until_k(probes, list_scores, n_allowed, k)
+
+# %% ../nbs/07b_distributed.ipynb #8cbdf658
+@patch
+def _fan_out(self:ShardedIndex, Q, probes, m:int, k:int, where) -> tuple:
+    "Send the batch to every shard at once and merge their `m` candidates per query into the `k` best."
+    ref = _ray().put((Q, probes))  # stored once, read by every shard
+    parts = self._gather({s: a.search.remote(ref, m, where) for s, a in enumerate(self.shards)}, "a search")
+    return merge_top_k([parts[s] for s in range(self.n_shards)], k, m)
 
 # %% ../nbs/07b_distributed.ipynb #312f82cb
 @patch
@@ -259,17 +330,10 @@ def search_batch(self:ShardedIndex,
     "As `IVFIndex.search_batch`: ids (nq, k) and distances (nq, k), the same answer one node gives with the same lists."
     k, nprobe = _check_positive(k, 'k'), _check_positive(self.nprobe if nprobe is None else nprobe, 'nprobe')
     Q = _check_queries(queries, self.dimension)
-    info = self._info
     k = min(k, max(len(self), 1))
-    n_allowed = sum(info[s]["list_live"] for s in info) if where is None else sum(self._call("allowed", where, what="a filtered count").values())
-    rr = _check_positive(self.rerank if rerank is None else rerank, 'rerank')
-    m = k if self.codec == 'flat' else min(k * rr, max(sum(i["n_rows"] for i in info.values()), k))
-    with blas_single_thread() as n_threads:
-        probes, list_scores = rank_batch(self.quantizer, self.quantizer.transform(Q), nprobe, n_threads if len(Q) >= 64 else 1)
-    probes = _probe_until_k(probes, list_scores, n_allowed, k)
-    ref = _ray().put((Q, probes))  # stored once, read by every shard
-    parts = self._gather({s: a.search.remote(ref, m, where) for s, a in enumerate(self.shards)}, "a search")
-    return merge_top_k([parts[s] for s in range(self.n_shards)], k, m)
+    n_allowed = self._n_allowed(where)
+    m = self._candidates(k, rerank)
+    return self._fan_out(Q, self._probes(Q, nprobe, n_allowed, k), m, k, where)
 
 # %% ../nbs/07b_distributed.ipynb #f10eb300
 @patch
@@ -277,6 +341,7 @@ def owner(self:ShardedIndex, id) -> int:
     "The shard that holds (or would hold) `id`."
     return int(id) % self.n_shards
 
+# %% ../nbs/07b_distributed.ipynb #0c09eee5
 @patch
 def pids(self:ShardedIndex) -> list:
     "The process of each shard's actor (a restart changes it)."
@@ -313,6 +378,7 @@ def search(self:ShardedIndex, query_vector, k:int=5, nprobe:int=None, where=None
     found = self._records(ids[0])
     return L(found[i] for i in ids[0].tolist() if i in found)
 
+# %% ../nbs/07b_distributed.ipynb #64924b13
 @patch
 def search_records_batch(self:ShardedIndex, queries, k:int=5, nprobe:int=None, where=None) -> list:
     "As `IVFIndex.search_records_batch`: per query an `L` of `(id, distance, metadata)`, nearest first."
@@ -325,6 +391,33 @@ def search_records(self:ShardedIndex, query_vector, k:int=5, nprobe:int=None, wh
     "As `IVFIndex.search_records`."
     return self.search_records_batch(query_vector, k, nprobe, where)[0]
 
+# %% ../nbs/07b_distributed.ipynb #8841d1d2
+@patch
+def _checked(self:ShardedIndex, vectors, metadata_list) -> tuple:
+    "The rows of an add as float32 and their metadata, checked as one node checks them."
+    check_batch(vectors, self.dimension)
+    check = VectorStorage(self.dimension)  # the checks and messages of one node, before any shard is written to
+    check.add_bulk(vectors, metadata_list)
+    X, view = check.vectors, check.view()
+    return X, [view.metadata(r) for r in range(len(X))]
+
+# %% ../nbs/07b_distributed.ipynb #bab9e17f
+@patch
+def _send_add(self:ShardedIndex, ids, X, metas:list) -> dict:
+    "Send every shard its part of an add (`ids` allocated by the driver): shard -> pending answer."
+    owner, local = owner_of(ids, self.n_shards)
+    return {s: self.shards[s].add.remote(local[owner == s], X[owner == s], [metas[i] for i in np.flatnonzero(owner == s)])
+            for s in np.unique(owner).tolist()}
+
+# %% ../nbs/07b_distributed.ipynb #f01eb497
+@patch
+def _gather_add(self:ShardedIndex, sent:dict, ids):
+    "Wait for the shards' parts of an add (`sent`) and keep their new `info`; a failed shard fails the add, naming the ids used."
+    try: self._info.update(self._gather(sent, "an add"))
+    except ShardUnavailableError as e:
+        raise ShardUnavailableError(f"{e}; the other shards may have stored their part of this add (there is no transaction across "
+                                    f"shards) and ids {ids[0]} to {ids[-1]} are used: look them up with get before adding again") from None
+
 # %% ../nbs/07b_distributed.ipynb #9d909b13
 @patch
 def add_vectors_bulk(self:ShardedIndex,
@@ -332,23 +425,15 @@ def add_vectors_bulk(self:ShardedIndex,
     metadata_list=None, # one JSON dict per vector
 ) -> np.ndarray:
     "Store `vectors`, each on the shard its id falls to; returns their ids, the ones one node would give."
-    check_batch(vectors, self.dimension)
-    check = VectorStorage(self.dimension)  # the checks and messages of one node, before any shard is written to
-    check.add_bulk(vectors, metadata_list)
-    X, view = check.vectors, check.view()
-    metas = [view.metadata(r) for r in range(len(X))]
+    X, metas = self._checked(vectors, metadata_list)
     with self._writes:
         ids = np.arange(self.next_id, self.next_id + len(X), dtype=np.int64)
-        owner, local = owner_of(ids, self.n_shards)
-        sent = {s: self.shards[s].add.remote(local[owner == s], X[owner == s], [metas[i] for i in np.flatnonzero(owner == s)])
-                for s in np.unique(owner).tolist()}
+        sent = self._send_add(ids, X, metas)
         self.next_id += len(X)
-        try: self._info.update(self._gather(sent, "an add"))
-        except ShardUnavailableError as e:
-            raise ShardUnavailableError(f"{e}; the other shards may have stored their part of this add (there is no transaction across "
-                                        f"shards) and ids {ids[0]} to {ids[-1]} are used: look them up with get before adding again") from None
+        self._gather_add(sent, ids)
     return ids
 
+# %% ../nbs/07b_distributed.ipynb #d2c00402
 @patch
 def add(self:ShardedIndex, vector, metadata:dict=None) -> int:
     "Store one vector on the shard its id falls to; returns its id."
@@ -379,6 +464,8 @@ def get_stats(self:ShardedIndex) -> dict:
                 n_shards=self.n_shards, shard_vectors=[int(i["list_live"].sum()) for i in per])
 
 # %% ../nbs/07b_distributed.ipynb #35c73b2d
+MANIFEST = "manifest.json"
+
 def _file_crc(path:Path) -> str: return f"{zlib.crc32(path.read_bytes()):08x}"
 
 def _write_manifest(path:Path, manifest:dict, quantizer:CoarseQuantizer):
@@ -400,6 +487,15 @@ def _manifest_problem(m) -> str:
     if not (isinstance(m["settings"], dict) and m["settings"].get("distance_fn") in ("cosine", "euclidean", "dot")): return "its settings are invalid"
     if not (isinstance(m["quantizer"], str) and isinstance(m["quantizer_crc32"], str)): return "its quantizer entry is invalid"
 
+# %% ../nbs/07b_distributed.ipynb #85ce6e7c
+def _load_quantizer(path:Path, m:dict) -> CoarseQuantizer:
+    "The `CoarseQuantizer` in the centroids file the manifest `m` names, checked against its checksum."
+    if _file_crc(path / m["quantizer"]) != m["quantizer_crc32"]: raise CorruptStoreError(f"{path / m['quantizer']} is damaged: its checksum does not match the manifest")
+    with np.load(path / m["quantizer"]) as q:
+        if "centroids" not in q: raise CorruptStoreError(f"{path / m['quantizer']} is damaged: the quantizer file holds no centroids")
+        return CoarseQuantizer(q["centroids"], m["settings"]["distance_fn"], q["shift"] if "shift" in q else None)
+
+# %% ../nbs/07b_distributed.ipynb #82438b02
 def _read_manifest(path:Path) -> tuple:
     "The manifest of the sharded store at `path` and its `CoarseQuantizer`, or a clear error."
     if not (path / MANIFEST).is_file(): raise FileNotFoundError(f"{path} is not a sharded store{' (a directory without ' + MANIFEST + ')' if path.is_dir() else ': it has no ' + MANIFEST}; make one with `minivecdb index FILE -o DIR --shards N` or ShardedIndex.build")
@@ -408,10 +504,15 @@ def _read_manifest(path:Path) -> tuple:
     if (problem := _manifest_problem(m)): raise CorruptStoreError(f"{path / MANIFEST} is damaged: {problem}")
     missing = [f for f in m["shards"] + [m["quantizer"]] if not (path / f).is_file()]
     if missing: raise CorruptStoreError(f"{path}: the manifest names {missing[0]}, which is missing")
-    if _file_crc(path / m["quantizer"]) != m["quantizer_crc32"]: raise CorruptStoreError(f"{path / m['quantizer']} is damaged: its checksum does not match the manifest")
-    with np.load(path / m["quantizer"]) as q:
-        if "centroids" not in q: raise CorruptStoreError(f"{path / m['quantizer']} is damaged: the quantizer file holds no centroids")
-        return m, CoarseQuantizer(q["centroids"], m["settings"]["distance_fn"], q["shift"] if "shift" in q else None)
+    return m, _load_quantizer(path, m)
+
+# %% ../nbs/07b_distributed.ipynb #9ebb49a1
+@patch(cls_method=True)
+def _start_shards(cls:ShardedIndex, path:Path, files:list) -> list:
+    "One `ShardServer` actor per shard file in `path`, restarted by Ray when it dies."
+    actor = _ray().remote(ShardServer).options(num_cpus=0, max_restarts=cls.max_restarts, max_task_retries=cls.max_task_retries,
+                                               scheduling_strategy="SPREAD")
+    return [actor.remote(str(path / f), s, len(files)) for s, f in enumerate(files)]
 
 # %% ../nbs/07b_distributed.ipynb #3ef320fc
 @patch(cls_method=True)
@@ -421,10 +522,7 @@ def load(cls:ShardedIndex,
     "Start one Ray actor per shard file of the store at `path`; each maps its file and replays its log."
     path = Path(path)
     manifest, quantizer = _read_manifest(path)
-    actor = _ray().remote(ShardServer).options(num_cpus=0, max_restarts=cls.max_restarts, max_task_retries=cls.max_task_retries,
-                                               scheduling_strategy="SPREAD")
-    n = len(manifest["shards"])
-    shards = [actor.remote(str(path / f), s, n) for s, f in enumerate(manifest["shards"])]
+    shards = cls._start_shards(path, manifest["shards"])
     try: return cls(path, manifest, quantizer, shards)
     except BaseException:
         for a in shards: _ray().kill(a)  # the shards that did start hold their files' locks
@@ -454,6 +552,7 @@ def close(self:ShardedIndex):
     finally:
         for a in self.shards: _ray().kill(a)
 
+# %% ../nbs/07b_distributed.ipynb #5ec63237
 @patch
 def __enter__(self:ShardedIndex):
     "Enter a `with` block; the sharded index is closed when it ends."
@@ -462,6 +561,16 @@ def __enter__(self:ShardedIndex):
 def __exit__(self:ShardedIndex, *exc):
     "Close the sharded index (`close`) at the end of a `with` block, even when the block raised."
     self.close()
+
+# %% ../nbs/07b_distributed.ipynb #c25e3e5f
+def _shard_storage(X, shard:int, n_shards:int, present, metadatas) -> VectorStorage:
+    "A `VectorStorage` of shard `shard`'s rows of `X` (ids shard, shard + n_shards, ...), the ids with no vector deleted."
+    s = VectorStorage(X.shape[1])
+    s.add_bulk(X[shard::n_shards], metadatas)
+    if present is not None:
+        with s.write_lock:
+            for i in np.flatnonzero(~present).tolist(): s.delete(i)
+    return s
 
 # %% ../nbs/07b_distributed.ipynb #366272b9
 def _write_shard(file,          # where to save the shard
@@ -473,11 +582,7 @@ def _write_shard(file,          # where to save the shard
                 ) -> int:
     "Make one shard's store file: its rows (ids shard, shard + n_shards, ...) laid out in the shared lists; returns its vectors."
     X = np.load(X, mmap_mode="r") if isinstance(X, (str, Path)) else X
-    s = VectorStorage(X.shape[1])
-    s.add_bulk(X[shard::n_shards], metadatas)
-    if present is not None:
-        with s.write_lock:
-            for i in np.flatnonzero(~present).tolist(): s.delete(i)
+    s = _shard_storage(X, shard, n_shards, present, metadatas)
     IVFIndex(s, **settings).build_with(quantizer, sq).save(file)
     return len(s)
 
@@ -505,6 +610,14 @@ def _wait_for_shards(pending:list, files:list, progress:bool):
                 raise type(cause)(f"{files[s]}: {cause}") from None
             bar.update(1)
 
+# %% ../nbs/07b_distributed.ipynb #7e747e12
+def _new_manifest(X, files:list, quantizer, settings:dict) -> dict:
+    "The manifest of a store just written from `X` (rows in id order, or a .npy path): format, dimension, next id, files, settings."
+    next_id = len(np.load(X, mmap_mode="r")) if isinstance(X, (str, Path)) else len(X)
+    return dict(format="minivecdb-shards", version=1, dimension=int(quantizer.centroids.shape[1]), next_id=next_id,
+                shards=files, settings={**settings, "n_clusters": quantizer.n_lists})
+
+# %% ../nbs/07b_distributed.ipynb #78b1dff5
 def _write_shards(path, n_shards:int, X, present, metadatas, quantizer, sq, settings:dict, progress:bool=True) -> ShardedIndex:
     "Write the shard files in parallel Ray tasks, then the manifest; open the store."
     ray, path = _ray(), _new_store_dir(path)
@@ -517,10 +630,7 @@ def _write_shards(path, n_shards:int, X, present, metadatas, quantizer, sq, sett
     except BaseException:
         for f in path.iterdir(): f.unlink()  # no half-written store is left behind
         raise
-    next_id = len(np.load(X, mmap_mode="r")) if isinstance(X, (str, Path)) else len(X)
-    manifest = dict(format="minivecdb-shards", version=1, dimension=int(quantizer.centroids.shape[1]), next_id=next_id,
-                    shards=files, settings={**settings, "n_clusters": quantizer.n_lists})
-    _write_manifest(path, manifest, quantizer)
+    _write_manifest(path, _new_manifest(X, files, quantizer, settings), quantizer)
     return ShardedIndex.load(path)
 
 # %% ../nbs/07b_distributed.ipynb #fe49e7a7
@@ -534,6 +644,7 @@ def _by_id(view) -> tuple:
     for r, i in zip(rows.tolist(), ids.tolist()): metadatas[i] = view.metadata(r)
     return X, present, metadatas
 
+# %% ../nbs/07b_distributed.ipynb #0962d041
 @patch(cls_method=True)
 def from_index(cls:ShardedIndex,
     index:IVFIndex,   # a built index
@@ -563,6 +674,22 @@ def train_lists(X,                    # (n, d) vectors, or a memory-mapped array
     sample.add_bulk(X[train])
     return IVFIndex(sample, n_clusters=k, distance_fn=distance_fn, codec=codec, seed=seed).build().quantizers
 
+# %% ../nbs/07b_distributed.ipynb #0d411da8
+def _checked_settings(nprobe:int, distance_fn:str, n_clusters, seed:int, codec:str, rerank:int) -> dict:
+    "The settings every shard is made with, checked as `IVFIndex` checks them."
+    IVFIndex(VectorStorage(1), nprobe, distance_fn, n_clusters, seed, codec, rerank)  # the settings' checks
+    return dict(nprobe=nprobe, distance_fn=distance_fn, seed=seed, codec=codec, rerank=rerank)
+
+# %% ../nbs/07b_distributed.ipynb #4001ffa6
+def _build_input(vectors, metadatas) -> tuple:
+    "The rows to shard (memory-mapped from a .npy path), which ids have a vector (None: all), and the checked metadata."
+    present = None
+    if isinstance(vectors, VectorStorage): vectors, present, metadatas = _by_id(vectors.view())
+    X = np.load(vectors, mmap_mode="r") if isinstance(vectors, (str, Path)) else np.asarray(vectors)
+    if X.ndim != 2 or not len(X): raise ValueError(f"vectors must be a non-empty (n, d) array, got shape {X.shape}")
+    if present is None: metadatas = _check_metadatas(metadatas, len(X))  # one node's checks, before any file is written
+    return X, present, metadatas
+
 # %% ../nbs/07b_distributed.ipynb #e6fd4f3e
 @patch(cls_method=True)
 def build(cls:ShardedIndex,
@@ -575,14 +702,9 @@ def build(cls:ShardedIndex,
 ) -> ShardedIndex:
     "Train the lists once on a sample, then lay out and write every shard in its own Ray task: no process holds the whole index."
     n_shards = _check_positive(n_shards, "n_shards")
-    IVFIndex(VectorStorage(1), nprobe, distance_fn, n_clusters, seed, codec, rerank)  # the settings' checks
-    present = None
-    if isinstance(vectors, VectorStorage): vectors, present, metadatas = _by_id(vectors.view())
-    X = np.load(vectors, mmap_mode="r") if isinstance(vectors, (str, Path)) else np.asarray(vectors)
-    if X.ndim != 2 or not len(X): raise ValueError(f"vectors must be a non-empty (n, d) array, got shape {X.shape}")
-    if present is None: metadatas = _check_metadatas(metadatas, len(X))  # one node's checks, before any file is written
+    settings = _checked_settings(nprobe, distance_fn, n_clusters, seed, codec, rerank)
+    X, present, metadatas = _build_input(vectors, metadatas)
     quantizer, sq = train_lists(X if present is None else X[present], n_clusters, distance_fn, codec, seed)
-    settings = dict(nprobe=nprobe, distance_fn=distance_fn, seed=seed, codec=codec, rerank=rerank)
     return _write_shards(path, n_shards, vectors if isinstance(vectors, (str, Path)) else X, present, metadatas, quantizer, sq, settings, progress)
 
 # %% ../nbs/07b_distributed.ipynb #65a430e5
@@ -591,6 +713,27 @@ class EmbedBatches:
     def __init__(self, model=None): self.model = load_model(model)
     def __call__(self, batch:dict) -> dict:
         return dict(row=batch["row"], vector=get_embeddings(list(batch["text"]), self.model, progress=False))
+
+# %% ../nbs/07b_distributed.ipynb #b80794b5
+def _embedding_batches(texts:list, model, batch_size:int, concurrency:int):
+    "A `ray.data` dataset of `{row, vector}` batches: `texts` embedded by `concurrency` `EmbedBatches` actors."
+    import pandas as pd
+    ray = _ray()
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one bar, ours
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # after ray.data's import, which sets up its logging
+    ds = ray.data.from_pandas(pd.DataFrame(dict(row=np.arange(len(texts)), text=texts)))
+    return ds.map_batches(EmbedBatches, fn_constructor_kwargs=dict(model=model) if model else None, batch_size=batch_size,
+                          compute=ray.data.ActorPoolStrategy(size=concurrency), batch_format="numpy")
+
+# %% ../nbs/07b_distributed.ipynb #4d98a33e
+def _write_vectors(batches, file:Path, n:int, progress:bool):
+    "Write each `{row, vector}` batch of `batches` to its rows of a new (n, d) float32 .npy file."
+    X = None
+    with tqdm(total=n, desc="embedding", unit="text", disable=not progress) as bar:
+        for b in batches.iter_batches(batch_size=None, batch_format="numpy"):
+            if X is None: X = np.lib.format.open_memmap(file, "w+", np.float32, (n, b["vector"].shape[1]))
+            X[b["row"]] = b["vector"]; bar.update(len(b["row"]))
+    X.flush(); del X
 
 # %% ../nbs/07b_distributed.ipynb #b718dfa2
 def embed_to_shards(texts,             # strings to embed (a list, or `read_items(file)[0]`)
@@ -604,20 +747,11 @@ def embed_to_shards(texts,             # strings to embed (a list, or `read_item
                     **kwargs,          # `ShardedIndex.build` settings: nprobe, n_clusters, codec, ...
                    ) -> ShardedIndex:
     "Embed `texts` with `ray.data` actors, stream the vectors to a memory-mapped file, then build the shards from it."
-    import pandas as pd
     n_shards, texts = _check_positive(n_shards, "n_shards"), _as_texts(texts)
     metadatas = [dict(text=t) for t in texts] if metadatas is None else metadatas
-    path, ray = _new_store_dir(path), _ray()
-    ray.data.DataContext.get_current().enable_progress_bars = False  # one bar, ours
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # after ray.data's import, which sets up its logging
-    ds = ray.data.from_pandas(pd.DataFrame(dict(row=np.arange(len(texts)), text=texts)))
-    out = ds.map_batches(EmbedBatches, fn_constructor_kwargs=dict(model=model) if model else None, batch_size=batch_size,
-                         compute=ray.data.ActorPoolStrategy(size=concurrency), batch_format="numpy")
-    tmp, X = path.with_name(f".{path.name}.vectors.npy"), None  # beside the store, not in it
-    with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress) as bar:
-        for b in out.iter_batches(batch_size=None, batch_format="numpy"):
-            if X is None: X = np.lib.format.open_memmap(tmp, "w+", np.float32, (len(texts), b["vector"].shape[1]))
-            X[b["row"]] = b["vector"]; bar.update(len(b["row"]))
-    X.flush(); del X
+    path = _new_store_dir(path)
+    batches = _embedding_batches(texts, model, batch_size, concurrency)
+    tmp = path.with_name(f".{path.name}.vectors.npy")  # beside the store, not in it
+    _write_vectors(batches, tmp, len(texts), progress)
     try: return ShardedIndex.build(tmp, n_shards, metadatas, path, progress=progress, **kwargs)
     finally: tmp.unlink()

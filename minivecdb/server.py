@@ -29,30 +29,33 @@ def _log_line(entry:dict)->bytes:
     body = json.dumps(entry, separators=(",", ":"), allow_nan=False).encode()
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
+# %% ../nbs/07a_server.ipynb #8f5d3663
 def _log_entry(line:bytes):
     "The entry of a complete, intact log line, or None."
     crc, _, body = line.partition(b" ")
     try: return json.loads(body) if len(crc) == 8 and int(crc, 16) == zlib.crc32(body) else None
     except ValueError: return None
 
+# %% ../nbs/07a_server.ipynb #ddaedb92
+def _check_torn(path:Path, lines:list, i:int):
+    "Refuse a log whose bad line `i` has intact lines after it: only the last line may be torn."
+    if any(_log_entry(later) is not None for later in lines[i+1:-1]):
+        raise CorruptStoreError(f"{path}, line {i+1}: a damaged entry with intact ones after it; the log "
+                                "cannot be replayed (move it away to open the store as last saved)")
+
 # %% ../nbs/07a_server.ipynb #5bf3b443
 def _read_log(path:Path)->tuple:
     "The entries of the log at `path` and the length of its intact part; a torn last line is left out."
     if not path.exists(): return [], 0
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")  # the piece after the last newline is b"" or an unfinished line
+    lines = path.read_bytes().split(b"\n")  # the piece after the last newline is b"" or an unfinished line
     entries, good = [], 0
     for i, line in enumerate(lines[:-1]):
         entry = _log_entry(line)
-        if entry is None:
-            if any(_log_entry(later) is not None for later in lines[i+1:-1]):
-                raise CorruptStoreError(f"{path}, line {i+1}: a damaged entry with intact ones after it; the log "
-                                        "cannot be replayed (move it away to open the store as last saved)")
-            break
+        if entry is None: _check_torn(path, lines, i); break
         entries.append(entry); good += len(line) + 1
     return entries, good
 
-# %% ../nbs/07a_server.ipynb #741f0b81
+# %% ../nbs/07a_server.ipynb #b8438d68
 def store_fingerprint(path)->str:
     "One saved version of a store file: its size and the CRC-32 of its first and last MiB."
     size, mib = os.path.getsize(path), 1 << 20
@@ -61,6 +64,7 @@ def store_fingerprint(path)->str:
         f.seek(max(size - mib, 0)); tail = f.read(mib)
     return f"{size}-{zlib.crc32(head):08x}-{zlib.crc32(tail):08x}"
 
+# %% ../nbs/07a_server.ipynb #741f0b81
 def _pending(path:Path, entries:list, base:str)->list:
     "The changes in a log's `entries` that the store saved as `base` does not hold yet."
     if not entries: return []
@@ -82,30 +86,41 @@ class WriteLog:
         self.path = Path(path)
         entries, good = _read_log(self.path)
         self.pending = _pending(self.path, entries, base)  # changes to replay
-        new = not self.path.exists()
-        self._f = open(self.path, "ab")
-        if self._f.tell() != good: self._f.truncate(good); os.fsync(self._f.fileno())
-        if new: _fsync_dir(self.path.parent)
+        self._open(good)
         if not self.pending: self.clear(base)
         self.n = len(self.pending)
 
-    def append(self, entry:dict):
-        "Write `entry` and return once the disk has it."
-        self._f.write(_log_line(entry)); self._f.flush()
-        os.fsync(self._f.fileno())
-        self.n += 1
-
-    def clear(self, base:str):
-        "Start again from the store saved as `base`, which holds every change logged so far."
-        self._f.truncate(0); self._f.write(_log_line({"op": "base", "store": base})); self._f.flush()
-        os.fsync(self._f.fileno())
-        self.pending, self.n = [], 0
-
     def close(self): self._f.close()
 
-# %% ../nbs/07a_server.ipynb #93ef3758
+# %% ../nbs/07a_server.ipynb #df548318
+@patch
+def _open(self:WriteLog, good:int):
+    "Open the file to append after its intact first `good` bytes, cutting a torn tail away; sync the folder of a new file."
+    new = not self.path.exists()
+    self._f = open(self.path, "ab")
+    if self._f.tell() != good: self._f.truncate(good); os.fsync(self._f.fileno())
+    if new: _fsync_dir(self.path.parent)
+
+# %% ../nbs/07a_server.ipynb #995cb27d
+@patch
+def append(self:WriteLog, entry:dict):
+    "Write `entry` and return once the disk has it."
+    self._f.write(_log_line(entry)); self._f.flush()
+    os.fsync(self._f.fileno())
+    self.n += 1
+
+# %% ../nbs/07a_server.ipynb #43641070
+@patch
+def clear(self:WriteLog, base:str):
+    "Start again from the store saved as `base`, which holds every change logged so far."
+    self._f.truncate(0); self._f.write(_log_line({"op": "base", "store": base})); self._f.flush()
+    os.fsync(self._f.fileno())
+    self.pending, self.n = [], 0
+
+# %% ../nbs/07a_server.ipynb #c056b2ac
 def _vectors_field(X:np.ndarray)->str: return base64.b64encode(np.ascontiguousarray(X, "<f4").tobytes()).decode()
 
+# %% ../nbs/07a_server.ipynb #93ef3758
 def _apply(index:IVFIndex, e)->bool:
     "Apply one logged change to `index`."
     if not isinstance(e, dict) or e.get("op") not in ("add", "delete"): raise ValueError(f"unknown entry {json.dumps(e)[:60]}")
@@ -115,6 +130,7 @@ def _apply(index:IVFIndex, e)->bool:
     if got != e["ids"]: raise ValueError(f"its add was given ids {e['ids'][0]}.., this store gives {got[0]}..")
     return True
 
+# %% ../nbs/07a_server.ipynb #7bb75ef6
 def replay(index:IVFIndex, # the index of the saved store
            entries:list,   # the changes logged since, in order
            name="the write log", # how errors name the log
@@ -136,27 +152,37 @@ class Embedder:
         self._thread = threading.Thread(target=self._work, name="minivecdb-embedder", daemon=True)
         self._thread.start()
 
-    def __call__(self, texts:list)->np.ndarray:
-        "The (len(texts), d) unit-length embeddings of `texts`, checked non-blank strings."
-        job = Future(); self._jobs.put((texts, job))
-        return job.result()
-
     def close(self): self._jobs.put(None); self._thread.join()
+
+# %% ../nbs/07a_server.ipynb #aa105ac2
+@patch
+def __call__(self:Embedder, texts:list)->np.ndarray:
+    "The (len(texts), d) unit-length embeddings of `texts`, checked non-blank strings."
+    job = Future(); self._jobs.put((texts, job))
+    return job.result()
+
+# %% ../nbs/07a_server.ipynb #ba732d3f
+@patch
+def _gather(self:Embedder, job)->tuple:
+    "`job` and the jobs queued behind it, up to `max_batch` texts; and whether the stop signal came among them."
+    jobs, n = [job], len(job[0])
+    while n < self.max_batch:
+        try: nxt = self._jobs.get_nowait()
+        except queue.Empty: break
+        if nxt is None: return jobs, True
+        jobs.append(nxt); n += len(nxt[0])
+    return jobs, False
 
 # %% ../nbs/07a_server.ipynb #6d4bd321
 @patch
 def _work(self:Embedder):
     "The model's thread: take a job and the jobs waiting behind it (up to `max_batch` texts), embed them in one call."
     while (job := self._jobs.get()) is not None:
-        jobs, n, stop = [job], len(job[0]), False
-        while n < self.max_batch and not stop:
-            try: nxt = self._jobs.get_nowait()
-            except queue.Empty: break
-            if nxt is None: stop = True
-            else: jobs.append(nxt); n += len(nxt[0])
+        jobs, stop = self._gather(job)
         self._embed(jobs)
         if stop: return
 
+# %% ../nbs/07a_server.ipynb #f67cde19
 @patch
 def _embed(self:Embedder, jobs:list):
     "Embed the texts of `jobs` together and give each job its rows (or the error)."
@@ -174,17 +200,23 @@ class TextStore:
                  checkpoint_every:int=1000, # logged writes between two saves of the store
                 ):
         self.path, self.checkpoint_every = Path(path), checkpoint_every
-        self.index = open_store(self.path)
-        self.index.storage.acquire_lock(self.path)
-        self.log = WriteLog(self.path.with_name(self.path.name + ".log"), store_fingerprint(self.path))
-        self._writes = threading.RLock()
-        if replay(self.index, self.log.pending, self.log.path): self.checkpoint()
+        self._open_index()
         try:
             self.embed = Embedder(load_model(model))
             self._check_model(model)
         except BaseException: self.close(); raise
 
     def __repr__(self): return f"TextStore({str(self.path)!r}, items={len(self.index.storage)}, unsaved writes={self.log.n})"
+
+# %% ../nbs/07a_server.ipynb #3fff9a5f
+@patch
+def _open_index(self:TextStore):
+    "Load the index, take the store file's writer lock, open its write log and replay the changes it holds."
+    self.index = open_store(self.path)
+    self.index.storage.acquire_lock(self.path)
+    self.log = WriteLog(self.path.with_name(self.path.name + ".log"), store_fingerprint(self.path))
+    self._writes = threading.RLock()
+    if replay(self.index, self.log.pending, self.log.path): self.checkpoint()
 
 # %% ../nbs/07a_server.ipynb #ac409baa
 @patch
@@ -205,6 +237,7 @@ def _check_texts(texts, what="texts")->list:
         except UnicodeEncodeError: raise InputError(f"{what}[{i}] is not valid Unicode: it holds a lone surrogate (such as \\ud800); expected UTF-8 text") from None
     return texts
 
+# %% ../nbs/07a_server.ipynb #4a11994b
 def _check_web_metadatas(metadatas, n:int)->list:
     "Metadatas a store can keep (`_check_metadatas`) whose strings UTF-8 can carry back."
     for i, m in enumerate(metadatas if isinstance(metadatas, list) else []):
@@ -213,9 +246,10 @@ def _check_web_metadatas(metadatas, n:int)->list:
         except (TypeError, ValueError): pass  # `_check_metadatas` names the problem
     return _check_metadatas(metadatas, n)
 
-# %% ../nbs/07a_server.ipynb #49400149
+# %% ../nbs/07a_server.ipynb #bc3aea53
 def _hits(found)->list: return [dict(id=int(i), distance=float(d), metadata=m) for i, d, m in found]
 
+# %% ../nbs/07a_server.ipynb #49400149
 @patch
 def search(self:TextStore,
            texts=None,     # strings to look for
@@ -229,6 +263,21 @@ def search(self:TextStore,
     Q = self.embed(_check_texts(texts, "queries")) if texts is not None else vectors
     return [_hits(found) for found in self.index.search_records_batch(Q, k=k, nprobe=nprobe, where=where)]
 
+# %% ../nbs/07a_server.ipynb #da2dc480
+@patch
+def checkpoint(self:TextStore):
+    "Save the store, then empty the log: the store file now holds every change."
+    with self._writes:
+        self.log.append({"op": "saving"})
+        self.index.save(self.path)
+        self.log.clear(store_fingerprint(self.path))
+
+# %% ../nbs/07a_server.ipynb #a7c515ea
+@patch
+def _after_write(self:TextStore):
+    "Checkpoint once the log holds `checkpoint_every` changes."
+    if self.log.n >= self.checkpoint_every: self.checkpoint()
+
 # %% ../nbs/07a_server.ipynb #e6fe3cb2
 @patch
 def add(self:TextStore,
@@ -239,10 +288,15 @@ def add(self:TextStore,
     texts = _check_texts(texts)
     if len(texts) > MAX_BATCH: raise InputError(f"{len(texts)} texts in one request; at most {MAX_BATCH}, send the rest in another request")
     metadatas = [dict(text=t) for t in texts] if metadatas is None else _check_web_metadatas(metadatas, len(texts))
-    X = self.embed(texts)
+    return self._commit_add(self.embed(texts), metadatas)
+
+# %% ../nbs/07a_server.ipynb #cc7d1753
+@patch
+def _commit_add(self:TextStore, X:np.ndarray, metadatas:list)->list:
+    "Log the add of the embedded `X` with the ids it will get, then make it, one writer at a time."
     with self._writes:
         start = self.index.storage.view().next_id
-        ids = list(range(start, start + len(texts)))
+        ids = list(range(start, start + len(X)))
         self.log.append(dict(op="add", ids=ids, vectors=_vectors_field(X), metadatas=metadatas))
         try: got = self.index.add_vectors_bulk(X, metadatas).tolist()
         except BaseException: self.checkpoint(); raise
@@ -260,31 +314,21 @@ def delete(self:TextStore, id:int)->bool:
         self._after_write()
     return True
 
-# %% ../nbs/07a_server.ipynb #da2dc480
-@patch
-def _after_write(self:TextStore):
-    if self.log.n >= self.checkpoint_every: self.checkpoint()
-
-@patch
-def checkpoint(self:TextStore):
-    "Save the store, then empty the log: the store file now holds every change."
-    with self._writes:
-        self.log.append({"op": "saving"})
-        self.index.save(self.path)
-        self.log.clear(store_fingerprint(self.path))
-
+# %% ../nbs/07a_server.ipynb #cfc12e51
 @patch
 def get(self:TextStore, id:int)->dict:
     "Item `id` as {'id', 'metadata', 'vector'}; `KeyError` if there is none."
     vector, metadata = self.index.storage.view().get(id)
     return dict(id=int(id), metadata=metadata, vector=vector.tolist())
 
+# %% ../nbs/07a_server.ipynb #8ed9a2ed
 @patch
 def stats(self:TextStore)->dict:
     "The index summary, with the store file and the writes not yet saved into it."
     return dict(store=self.path.name, dimension=self.index.storage.dimension, distance_fn=self.index.distance_fn,
                 **self.index.get_stats(), unsaved_writes=self.log.n)
 
+# %% ../nbs/07a_server.ipynb #5158c427
 @patch
 def close(self:TextStore):
     "Save what the log holds, then let go of the model's thread, the log and the store's lock (once)."
@@ -309,13 +353,14 @@ def _validation_sentence(err:dict)->str:
     if err["type"] == "extra_forbidden": return f"unknown {what}; see /docs for the fields this request takes"
     return f"{what}: {err['msg'][0].lower()}{err['msg'][1:]}"
 
-# %% ../nbs/07a_server.ipynb #2a6fe7ea
-_logger = logging.getLogger("minivecdb.server")
-
+# %% ../nbs/07a_server.ipynb #5a394b8e
 def _error(status:int, message)->JSONResponse: return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
 
 _ROUTING = {"Not Found": "no such path: {method} {path}; the API is described at /docs",
             "Method Not Allowed": "{method} is not allowed on {path}; the API is described at /docs"}
+
+# %% ../nbs/07a_server.ipynb #2a6fe7ea
+_logger = logging.getLogger("minivecdb.server")
 
 def _add_error_handlers(app:FastAPI):
     "Answer every error with `{\"error\": sentence}`: 400 for a bad request, 404 for what is not there, 500 without details."
@@ -358,13 +403,16 @@ class SearchBody(BaseModel):
     nprobe: StrictInt|None = None
     where: dict|None = None  # field -> value, or field -> [values]: any of them
 
+# %% ../nbs/07a_server.ipynb #6935239c
 class ItemsBody(BaseModel):
     "Texts to add, with one metadata dict each (default `{\"text\": text}`)."
     model_config = ConfigDict(extra="forbid")
     texts: list[str]
     metadatas: list[dict|None]|None = None
 
+# %% ../nbs/07a_server.ipynb #dc61eb06
 def _query_text(q:str)->str:
+    "`q` if it holds more than whitespace."
     if not q.strip(): raise InputError("q is empty: give the text to search for")
     return q
 
@@ -425,8 +473,8 @@ def make_app(store:TextStore)->FastAPI:
     _item_routes(app, store)
     return app
 
-# %% ../nbs/07a_server.ipynb #c717fde8
-_PAGE_SCRIPT = """
+# %% ../nbs/07a_server.ipynb #c8336263
+_RESULT_SCRIPT = """
 const $ = id => document.getElementById(id);
 function item(hit) {
   const li = document.createElement('li'), m = hit.metadata || {};
@@ -438,7 +486,10 @@ function item(hit) {
   rest.textContent = ['id ' + hit.id, ...Object.entries(m).filter(([f]) => f !== main).map(([f, v]) => f + ': ' + (typeof v === 'string' ? v : JSON.stringify(v)))].join(' · ');
   li.append(d, t, rest); return li;
 }
-async function run(q, k) {
+"""
+
+# %% ../nbs/07a_server.ipynb #7cfdae17
+_SEARCH_SCRIPT = """async function run(q, k) {
   $('q').value = q; $('k').value = k; $('results').replaceChildren(); $('status').textContent = 'searching…';
   try {
     const r = await fetch('search?' + new URLSearchParams({q, k})), body = await r.json();
@@ -447,7 +498,10 @@ async function run(q, k) {
     $('results').replaceChildren(...body.results.map(item));
   } catch (e) { $('status').textContent = 'the server did not answer: ' + e; }
 }
-function fromUrl() { const p = new URLSearchParams(location.search); if (p.get('q')) run(p.get('q'), p.get('k') || 5); }
+"""
+
+# %% ../nbs/07a_server.ipynb #c717fde8
+_PAGE_SCRIPT = _RESULT_SCRIPT + _SEARCH_SCRIPT + """function fromUrl() { const p = new URLSearchParams(location.search); if (p.get('q')) run(p.get('q'), p.get('k') || 5); }
 $('search').addEventListener('submit', e => {
   e.preventDefault();
   history.pushState(null, '', '?' + new URLSearchParams({q: $('q').value, k: $('k').value}));
@@ -456,16 +510,19 @@ $('search').addEventListener('submit', e => {
 window.addEventListener('popstate', fromUrl); fromUrl();
 """
 
-# %% ../nbs/07a_server.ipynb #ba50f4e6
-SEARCH_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>minivecdb search</title>
-<style>
+# %% ../nbs/07a_server.ipynb #6020d841
+_PAGE_STYLE = """<style>
  body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
  form{display:flex;gap:.5rem} #q{flex:1;font-size:1.1rem;padding:.4rem} #k{width:4rem} button{padding:.4rem 1rem}
  #status{color:#555} ol{padding-left:1.5rem} li{margin:.8rem 0} .text{font-size:1.05rem}
  .meta{color:#555;font-size:.9rem} .dist{font-family:monospace;color:#06c;margin-right:.5rem}
-</style></head>
+</style>"""
+
+# %% ../nbs/07a_server.ipynb #ba50f4e6
+SEARCH_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>minivecdb search</title>
+""" + _PAGE_STYLE + """</head>
 <body><h1>minivecdb</h1>
 <form id="search"><input id="q" name="q" type="search" placeholder="search by meaning" autofocus required>
 <input id="k" name="k" type="number" min="1" max="100" value="5" title="results"><button>Search</button></form>
@@ -490,6 +547,30 @@ def _bind(host:str, port:int)->socket.socket:
     sock.listen(2048)  # from here on, connections wait in the queue until the server takes them
     return sock
 
+# %% ../nbs/07a_server.ipynb #9d7b11f3
+def _url(host:str, sock:socket.socket)->str:
+    "The URL of the server listening on `sock`, bound to `host`."
+    url_host = f"[{host}]" if ":" in host else host
+    return f"http://{url_host}:{sock.getsockname()[1]}/"
+
+# %% ../nbs/07a_server.ipynb #25c91548
+@contextlib.contextmanager
+def _signals_noted():
+    "While serving, SIGINT and SIGTERM are only noted (uvicorn has its own handlers); the program's are put back after."
+    main = threading.current_thread() is threading.main_thread()
+    before = {s: signal.signal(s, lambda *a: None) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try: yield
+    finally:
+        for s, h in before.items(): signal.signal(s, h)
+
+# %% ../nbs/07a_server.ipynb #ec984411
+def _uvicorn(store:TextStore, grace:float):
+    "The uvicorn server of `store`'s app, giving the requests in flight `grace` seconds at shutdown."
+    import uvicorn
+    config = uvicorn.Config(make_app(store), log_level="warning", access_log=False, timeout_graceful_shutdown=grace,
+                            lifespan="off")  # `serve` closes the store, also when a second Ctrl-C skips the app's shutdown
+    return uvicorn.Server(config)
+
 # %% ../nbs/07a_server.ipynb #1ff4bd52
 def serve(store:TextStore,     # the opened store
           host="127.0.0.1",     # the address to listen on; 127.0.0.1 answers this machine only
@@ -499,18 +580,10 @@ def serve(store:TextStore,     # the opened store
           sock=None,            # a socket from `_bind` to use instead of binding host:port
          ):
     "Answer HTTP requests for `store` until SIGTERM or Ctrl-C; then finish the requests in flight, save and return."
-    import uvicorn
     try: sock = sock or _bind(host, port)
     except BaseException: store.close(); raise
-    config = uvicorn.Config(make_app(store), log_level="warning", access_log=False, timeout_graceful_shutdown=grace,
-                            lifespan="off")  # the store is closed below, also when a second Ctrl-C skips the app's shutdown
-    server = uvicorn.Server(config)
-    url_host = f"[{host}]" if ":" in host else host
-    ready(f"serving {store.path.name} ({len(store.index.storage)} items) at http://{url_host}:{sock.getsockname()[1]}/ ; Ctrl-C to stop")
-    main = threading.current_thread() is threading.main_thread()
-    before = {s: signal.signal(s, lambda *a: None) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    server = _uvicorn(store, grace)
+    ready(f"serving {store.path.name} ({len(store.index.storage)} items) at {_url(host, sock)} ; Ctrl-C to stop")
     try:
-        with threadpool_limits(1, user_api="blas"): server.run(sockets=[sock])
-    finally:
-        for s, h in before.items(): signal.signal(s, h)
-        sock.close(); store.close()
+        with _signals_noted(), threadpool_limits(1, user_api="blas"): server.run(sockets=[sock])
+    finally: sock.close(); store.close()
