@@ -23,6 +23,7 @@ import websocket, yaml
 from PIL import Image
 from nbdev.config import get_config
 from nbdev.doclinks import _nbpath2html
+from cell_sizes import sizes as exported_sizes  # one definition of an exported cell: the folds a page shows
 
 root = Path(__file__).resolve().parent.parent
 docs = root/'_docs'
@@ -164,15 +165,6 @@ def sidebar_pages():
     cfg = yaml.safe_load((root/'nbs'/'sidebar.yml').read_text())
     return [(nb, _nbpath2html(Path(nb)).name) for nb in cfg['website']['sidebar']['contents']]
 
-def _imports_only(src):
-    lines = [l for l in src.splitlines() if l.strip() and not l.startswith('#|')]
-    return all(re.match(r'(import |from \S+ import |__all__|[ )])', l) for l in lines)
-
-def exported_cells(nb):
-    "How many cells of a notebook export code other than imports (those may stay hidden under `#| export`)."
-    cells = [''.join(c['source']) for c in json.loads((root/'nbs'/nb).read_text())['cells'] if c['cell_type'] == 'code']
-    return sum(bool(re.search(r'^#\|\s*exports?\s*$', src, re.M)) and not _imports_only(src) for src in cells)
-
 def debris(m):
     "What a page shows that it should not."
     found = [f'{what}: {p.search(m["doc"]).group(0)!r}' for p, what in BAD_DOC if p.search(m['doc'])]
@@ -291,7 +283,7 @@ def main():
     cfg = get_config()
     doc_host = cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/') + '/'  # the prefix build_site.py makes relative
     pages, shots = sidebar_pages(), docs/'screenshots'
-    res = check_pages(docs, [(exported_cells(nb), page) for nb, page in pages], doc_host, shots)
+    res = check_pages(docs, [(len(exported_sizes(root/'nbs'/nb)), page) for nb, page in pages], doc_host, shots)
     for _, page in pages:
         for name, problems in res[page].items():
             if name != '_info': report(not problems, f'{page} {name}' + (f': {len(problems)} problems: {problems[:8]}' if problems else ''))
