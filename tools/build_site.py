@@ -31,6 +31,7 @@ def page_names(doc_path):
 
 def rename_links(text, names):
     "Point every link to an old page name at its new name."
+    if not names: return text
     alt = '|'.join(map(re.escape, sorted(names, key=len, reverse=True)))
     return re.sub(rf'(?<![\w./-])({alt})(?=["#?\'\s])', lambda m: names[m.group(1)], text)
 

@@ -11,13 +11,13 @@ For every page of the sidebar, at a 1280 px window and at a 390 px phone width, 
    `NoneType=None`, no exception class shows as `(*args, **kwargs)`, no docstring reads "Call self as a function.";
 4. offline: nothing is requested from another host, and no formula is left as raw TeX;
 5. debris: no machine path, no unfinished progress bar and no raw markdown link in what the page shows;
-8. screenshots: a full-page one at 1280 px (`_docs/screenshots/PAGE.png`) and the first phone screen
+6. screenshots: a full-page one at 1280 px (`_docs/screenshots/PAGE.png`) and the first phone screen
    (`_docs/screenshots/phone/PAGE.png`).
 The search index must list every page. Prints one `PASS: ...` or `FAIL: ...` line per page and check; exits 1 if any
 check failed. If Chromium cannot start, that is a failure with Chromium's own words, never a skip."""
 import base64, functools, http.server, io, json, re, shutil, subprocess, sys, tempfile, threading, time
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
 import websocket, yaml
 from PIL import Image
