@@ -12,9 +12,8 @@ from fastcore.foundation import L
 from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 from .vector_storage import VectorStorage, CorruptStoreError, _atomic_write, _as_id, _check_metadatas
-from .kernels import NO_F32, rescore
-from .invlists import CoarseQuantizer, blas_single_thread, grouped_scan, scan_one, rank_batch, _or_none
-from .ivf_index import IVFIndex, default_n_clusters, lists_summary, check_batch, euclidean_to_rows, _check_positive, _check_queries, _probe_until_k
+from .invlists import CoarseQuantizer, blas_single_thread, rank_batch, _scan_probes, _rescored
+from .ivf_index import IVFIndex, default_n_clusters, lists_summary, check_batch, euclidean_to_rows, _check_positive, _check_queries, _probe_until_k, _ids_of_rows
 from .server import WriteLog, replay, store_fingerprint, _vectors_field
 from .gen_emb import load_model, get_embeddings, _as_texts
 
@@ -67,17 +66,12 @@ def _distances(lists, Q, rows, exact) -> np.ndarray:
 # %% ../nbs/07b_distributed.ipynb #b7ebbdd5
 def _scan(lists, Qm, probes, m:int, mask) -> tuple:
     "One node's scan of the `probes` lists: per query the `m` best rows and their scan scores."
-    with blas_single_thread() as n_threads:
-        if len(Qm) == 1: return scan_one(Qm[0], probes[0][probes[0] >= 0], lists, m, mask, n_threads)
-        return grouped_scan(Qm, probes, lists, m, mask, n_threads if len(Qm) >= 64 else 1)
+    with blas_single_thread() as n_threads: return _scan_probes(Qm, probes, lists, m, mask, n_threads)
 
 # %% ../nbs/07b_distributed.ipynb #f2aa1ef0
 def _exact_scores(lists, Qm, rows, key) -> np.ndarray:
     "The float score of each candidate: the scan's own for float lists, re-computed from the float rows for 8-bit lists."
-    if lists.codes is None: return key
-    exact = np.empty(rows.shape, np.float32)
-    rescore(lists.view.matrix, Qm, np.ascontiguousarray(rows), _or_none(lists.row_bias, NO_F32), _or_none(lists.row_scale, NO_F32), exact)
-    return exact
+    return key if lists.codes is None else _rescored(Qm, rows, lists)
 
 # %% ../nbs/07b_distributed.ipynb #43a32dec
 def shard_search(index:IVFIndex, # one shard's index
@@ -92,9 +86,7 @@ def shard_search(index:IVFIndex, # one shard's index
     Qm = lists.quantizer.transform(Q)
     rows, key = _scan(lists, Qm, probes, m, mask)
     exact = _exact_scores(lists, Qm, rows, key)
-    ids = np.full(rows.shape, -1, np.int64)
-    ids[rows >= 0] = lists.view.row_ids[rows[rows >= 0]]  # a shard may hold no rows at all
-    return ids, key, exact, _distances(lists, Q, rows, exact)
+    return _ids_of_rows(lists.view, rows), key, exact, _distances(lists, Q, rows, exact)
 
 # %% ../nbs/07b_distributed.ipynb #646eada8
 def merge_top_k(parts:list, # each shard's (ids, scan scores, exact scores, distances), (nq, m) each

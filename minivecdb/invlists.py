@@ -455,6 +455,19 @@ def tables(self:ScalarQuantizer, Qm):
     Qm = np.atleast_2d(Qm)
     return np.ascontiguousarray(Qm * self.scale, np.float32), (Qm @ self.vmin).astype(np.float32)
 
+# %% ../nbs/02_inverted_lists.ipynb #e5daf09a
+def _scan_probes(Qm, probes, lists:InvertedLists, m:int, mask:RowMask, n_threads:int) -> tuple:
+    "Each query's `m` best rows in its `probes` lists: `scan_one` for one query, `grouped_scan` for a batch (threads from 64 queries)."
+    if len(Qm) == 1: return scan_one(Qm[0], probes[0][probes[0] >= 0], lists, m, mask, n_threads)
+    return grouped_scan(Qm, probes, lists, m, mask, n_threads if len(Qm) >= 64 else 1)
+
+# %% ../nbs/02_inverted_lists.ipynb #572c30ae
+def _rescored(Qm, rows, lists:InvertedLists) -> np.ndarray:
+    "Exact float32 scores of each query's candidate `rows` (-1 for none), from the float rows and the per-row terms."
+    scores = np.empty(rows.shape, np.float32)
+    rescore(lists.view.matrix, Qm, np.ascontiguousarray(rows), _or_none(lists.row_bias, NO_F32), _or_none(lists.row_scale, NO_F32), scores)
+    return scores
+
 # %% ../nbs/02_inverted_lists.ipynb #9bff91a3
 def rerank(Qm,                  # (nq, d) transformed queries
            rows,                # (nq, m) candidate rows, -1 for none
@@ -462,10 +475,8 @@ def rerank(Qm,                  # (nq, d) transformed queries
            k:int,               # results per query
           ):
     "The `k` best of each query's candidate rows, scored exactly with the float32 rows, nearest first."
-    scores = np.empty(rows.shape, np.float32)
-    rescore(lists.view.matrix, Qm, np.ascontiguousarray(rows), _or_none(lists.row_bias, NO_F32), _or_none(lists.row_scale, NO_F32), scores)
     hs, hr = empty_heaps(len(rows), k)
-    push_rows(hs, hr, scores, rows)
+    push_rows(hs, hr, _rescored(Qm, rows, lists), rows)
     return sorted_heaps(hs, hr, k)
 
 # %% ../nbs/02_inverted_lists.ipynb #3985dd57

@@ -8,9 +8,9 @@ import numbers, time
 import numpy as np
 from fastcore.basics import patch, store_attr
 from fastcore.foundation import L
-from .vector_storage import VectorStorage, StorageView, CorruptStoreError, MAX_VALUE
+from .vector_storage import VectorStorage, StorageView, CorruptStoreError, MAX_VALUE, _bad_row
 from .kernels import NO_ROWS, empty_heaps, sorted_heaps, push_block
-from .invlists import CoarseQuantizer, InvertedLists, blas_single_thread, grouped_scan, normalise, row_terms, scan_one, _all_unit, ScalarQuantizer, rerank, rank_batch
+from .invlists import CoarseQuantizer, InvertedLists, blas_single_thread, normalise, row_terms, _all_unit, ScalarQuantizer, rerank, rank_batch, _scan_probes
 
 # %% auto #0
 __all__ = ['func_map', 'vers', 'euclidean', 'neg_dot', 'pairwise_distances', 'nearest_centroids', 'default_n_clusters',
@@ -465,9 +465,7 @@ def _to_distances(lists:InvertedLists, Q, rows, scores):
 # %% ../nbs/01_ivf_index.ipynb #deafdacf
 def _check_query_values(Q:np.ndarray) -> np.ndarray:
     "`Q` if all its values are finite and within ±MAX_VALUE, else a ValueError naming the first bad query."
-    if Q.size and not (Q.max() <= MAX_VALUE and Q.min() >= -MAX_VALUE):  # NaN fails both
-        bad = int(np.argmin((np.abs(Q) <= MAX_VALUE).all(axis=1)))
-        raise ValueError(f"query {bad} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
+    if (bad := _bad_row(Q)) >= 0: raise ValueError(f"query {bad} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
     return Q
 
 # %% ../nbs/01_ivf_index.ipynb #48b20940
@@ -487,8 +485,7 @@ def _probe_and_scan(lists:InvertedLists, Qm, nprobe:int, k:int, m:int, mask, n_a
     with blas_single_thread() as n_threads:
         probes, list_scores = rank_batch(lists.quantizer, Qm, nprobe, n_threads if len(Qm) >= 64 else 1)
         probes = _probe_until_k(probes, list_scores, n_allowed, k)
-        if len(Qm) == 1: rows, scores = scan_one(Qm[0], probes[0][probes[0] >= 0], lists, m, mask, n_threads)
-        else: rows, scores = grouped_scan(Qm, probes, lists, m, mask, n_threads if len(Qm) >= 64 else 1)
+        rows, scores = _scan_probes(Qm, probes, lists, m, mask, n_threads)
         if lists.codes is not None: rows, scores = rerank(Qm, rows, lists, k)
     return rows, scores
 
@@ -569,10 +566,7 @@ def search_records(self:IVFIndex,
 # %% ../nbs/01_ivf_index.ipynb #a0b04b0c
 def _flat_scores(lists:InvertedLists, Qm, lo:int, hi:int) -> np.ndarray:
     "Float32 scan scores (nq, hi - lo) of rows lo:hi for transformed queries `Qm`, as a flat scan computes them."
-    S = Qm @ lists.view.matrix[lo:hi].T
-    if lists.row_bias is not None: S += lists.row_bias[lo:hi]
-    if lists.row_scale is not None: S *= lists.row_scale[lo:hi]
-    return S
+    return lists._products(Qm, slice(lo, hi))
 
 # %% ../nbs/01_ivf_index.ipynb #6063c133
 def _brute_force(lists:InvertedLists, Qm, k:int, allowed=None, block:int=16384):
@@ -773,7 +767,7 @@ def explain(self:IVFIndex,
     found = self._search(lists, Q, k, nprobe, where, rr)[0][0].tolist()
     view = lists.view
     out, row = dict(id=id, k=k, nprobe=nprobe), view.row_of(id)
-    allowed = view.alive if where is None else view.where_mask(where) & view.alive
+    allowed = None if row < 0 else view.alive if where is None else view.where_mask(where)  # where_mask: live rows only
     reason = _excluded(view, id, row, allowed, where)
     if reason: return {**out, 'found': False, 'reason': reason}
     return self._explain_row(lists, Q, row, out, found, allowed, where, rr)

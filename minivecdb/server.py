@@ -580,9 +580,8 @@ def serve(store:TextStore,     # the opened store
           sock=None,            # a socket from `_bind` to use instead of binding host:port
          ):
     "Answer HTTP requests for `store` until SIGTERM or Ctrl-C; then finish the requests in flight, save and return."
-    try: sock = sock or _bind(host, port)
+    try: server, sock = _uvicorn(store, grace), sock or _bind(host, port)  # uvicorn imported before a port is taken
     except BaseException: store.close(); raise
-    server = _uvicorn(store, grace)
     ready(f"serving {store.path.name} ({len(store.index.storage)} items) at {_url(host, sock)} ; Ctrl-C to stop")
     try:
         with _signals_noted(), threadpool_limits(1, user_api="blas"): server.run(sockets=[sock])
