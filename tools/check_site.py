@@ -11,7 +11,9 @@ For every page of the sidebar, at a 1280 px window and at a 390 px phone width, 
    `NoneType=None`, no exception class shows as `(*args, **kwargs)`, no docstring reads "Call self as a function.";
 4. offline: nothing is requested from another host, and no formula is left as raw TeX;
 5. debris: no machine path, no unfinished progress bar and no raw markdown link in what the page shows;
-6. screenshots: a full-page one at 1280 px (`_docs/screenshots/PAGE.png`) and the first phone screen
+6. length: the page is at most MAX_SCREENS screens of the 1280 x 900 px window tall (what a reader can finish;
+   checks that teach nothing new go to a companion test notebook outside the sidebar);
+7. screenshots: a full-page one at 1280 px (`_docs/screenshots/PAGE.png`) and the first phone screen
    (`_docs/screenshots/phone/PAGE.png`).
 The search index must list every page. Prints one `PASS: ...` or `FAIL: ...` line per page and check; exits 1 if any
 check failed. If Chromium cannot start, that is a failure with Chromium's own words, never a skip."""
@@ -149,7 +151,7 @@ MEASURE = r"""(() => {
     folds: [...main.querySelectorAll('details.code-fold > summary')].map(s => s.innerText.trim()),
     doc: text(main.querySelectorAll('.doc-signature, .sourceCode, h3, h4')) + '\n' + text(main.querySelectorAll('p, td')),
     signatures: text(main.querySelectorAll('.cell-output-markdown pre')),
-    outputs, prose, height: document.documentElement.scrollHeight,
+    outputs, prose, height: document.documentElement.scrollHeight, screen: window.innerHeight,
   };
 })()"""
 
@@ -157,6 +159,7 @@ MACHINE_PATH = re.compile(r'(/work/|/home/\w|/root/|/tmp/|/var/folders/|/Users/\
 PARTIAL_BAR = re.compile(r'\b(\d{1,2})%\|')   # a tqdm bar short of 100%
 RAW_LINK = re.compile(r'\[[^\]\n]{1,80}\]\((?:https?://|[\w./-]+\.(?:html|ipynb|md))')
 RAW_TEX = re.compile(r'\\[(\[]|\$\$|\\(?:sqrt|frac|cdot|sum)\b')
+MAX_SCREENS = 25
 BAD_DOC = [(re.compile(r'NoneType=None'), 'a signature shows NoneType=None'),
            (re.compile(r'\b\w+(?:Error|Exception|Warning)\s*\(\*args, \*\*kwargs\)'), 'an exception class shows as (*args, **kwargs)'),
            (re.compile(r'Call self as a function'), 'a docstring reads "Call self as a function."')]
@@ -236,9 +239,10 @@ def check_pages(site, pages, doc_host, shots):
                        + [d for d in found if d.startswith('raw TeX')],
             'debris': [d for d in found if d.startswith(('a machine', 'an unfinished', 'a raw markdown'))]
                       + [f'javascript error: {e}' for e in m['errors']] + ([] if m['title'].strip() and m['h1'] else ['no title or no h1']),
+            'length': [] if m['height'] <= MAX_SCREENS * m['screen'] else [f'{m["height"] / m["screen"]:.1f} screens, over {MAX_SCREENS}'],
         }
         w, h = m['shot']
-        out[page]['_info'] = (f'{len(m["refs"])} links and assets, {shown} exported-source folds, screenshot {w}x{h} px, '
+        out[page]['_info'] = (f'{m["height"] / m["screen"]:.1f} screens, {len(m["refs"])} links and assets, {shown} exported-source folds, screenshot {w}x{h} px, '
                               f'{m["seconds"]:.1f}s')
     server.shutdown()
     return out
@@ -249,7 +253,7 @@ BAD_PAGE = """<!doctype html><html><head><title>bad</title><script src="https://
 <p>A <a href="index.html#nowhere">missing anchor</a>, <a href="gone.html">a missing page</a>,
 <a href="index.html#_private">a private name</a>, <a href="https://minivecdb.github.io/minivecdb/index.html">the doc host</a>,
 a raw [markdown link](index.html) and raw TeX \\(4\\sqrt{n}\\).</p>
-<pre style="white-space:pre;overflow-x:auto">%s</pre>
+<pre style="white-space:pre;overflow-x:auto">%s</pre><div style="height:24000px"></div>
 <div class="cell-output"><pre>loaded from /work/main/.venv/lib/python3.11/site-packages/model
 embedding:  13%%|█▎        | 64/491</pre></div>
 <div class="cell-output cell-output-markdown"><div class="sourceCode"><pre>def StoreLockedError(*args, **kwargs):
@@ -271,7 +275,8 @@ def self_test():
     want = {'links': ['no #nowhere', 'gone.html is broken', 'private name', 'doc host'],
             'widths': ['hides'], 'code': ['0 "Exported source" folds', 'exception class'],
             'offline': ['requested https://cdn.example.org', 'raw TeX'],
-            'debris': ['machine path', 'unfinished progress bar', "a raw markdown link: 'def f(x, # from [`search_store`]"]}
+            'debris': ['machine path', 'unfinished progress bar', "a raw markdown link: 'def f(x, # from [`search_store`]"],
+            'length': ['screens, over 25']}
     missed = [f'{k}: {w}' for k, ws in want.items() for w in ws if not any(w in p for p in bad[k])]
     clean = [f'{k}: {p}' for k, ps in good.items() if k != '_info' for p in ps]
     report(not missed and not clean, 'the site checks catch each kind of defect on a test page and pass a clean one'

@@ -50,7 +50,7 @@ summary=$(echo "$adv" | tail -n 1)
 if [ $rc -eq 0 ]; then echo "PASS: $summary" | tee -a "$log"; else echo "FAIL: $summary" | tee -a "$log"; fi
 
 step "3. a notebook in a real Jupyter kernel"
-python tools/run_notebook.py 06_headline_search.ipynb 2>&1 | tail -5 | tee -a "$log"
+python tools/run_notebook.py 04_headline_search.ipynb 2>&1 | tail -5 | tee -a "$log"
 
 step "4. the site: build, then check it in headless Chromium"
 if python tools/build_site.py; then echo "PASS: site built into _docs/ by smalldocs" | tee -a "$log"

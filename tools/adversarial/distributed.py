@@ -1,6 +1,6 @@
 """`ShardedIndex` (minivecdb.distributed): one IVF index spread over Ray actors by row (id % n_shards).
 
-What must hold (nbs/07b_distributed.ipynb): every search answers exactly what the one-node `IVFIndex` answers with the same
+What must hold (nbs/05b_distributed.ipynb): every search answers exactly what the one-node `IVFIndex` answers with the same
 lists (every metric, both codecs, filters, any nprobe, k beyond the collection, deleted ids and tail rows, empty shards); writes
 give the ids and booleans one node gives; bad input gets one node's clear one-sentence errors before any shard is written;
 save/load round-trip, and a damaged store is refused in one sentence; an acknowledged write survives kill -9 of its shard; a shard
