@@ -16,12 +16,14 @@ __all__ = ['MAX_NESTING', 'MAX_VALUE', 'MAGIC', 'FORMAT_VERSION', 'CorruptStoreE
            'metadata_problem', 'StoreLockedError']
 
 # %% ../nbs/00_vector_storage.ipynb #ab8ed75b
+#| code-fold: true
 try: import fcntl
 except ImportError: fcntl = None
 try: import msvcrt
 except ImportError: msvcrt = None
 
 # %% ../nbs/00_vector_storage.ipynb #da31a747
+#| code-fold: true
 def _check_dimension(dimension, what="dimension") -> int:
     "`dimension` as an int if it is a positive integer (not a bool, float or string), else a ValueError."
     if isinstance(dimension, (bool, np.bool_)) or not isinstance(dimension, (int, np.integer)) or dimension <= 0:
@@ -29,6 +31,7 @@ def _check_dimension(dimension, what="dimension") -> int:
     return int(dimension)
 
 # %% ../nbs/00_vector_storage.ipynb #4df1f641
+#| code-fold: true
 class CorruptStoreError(ValueError):
     "A store file that is truncated, damaged or not a minivecdb store."
 
@@ -41,6 +44,7 @@ def _parse_metadatas(raw, n:int) -> list:
     return metas
 
 # %% ../nbs/00_vector_storage.ipynb #dead3f64
+#| code-fold: true
 class _Metadatas:
     "The rows' metadata dicts: a list, or a loaded store's JSON bytes that the first reader parses (once, under a lock)."
     def __init__(self, items:list=None, raw=None, n:int=0):
@@ -51,14 +55,12 @@ class _Metadatas:
             with self._parse_lock:
                 if self._items is None: self._items, self._raw = _parse_metadatas(self._raw, self._n), None
         return self._items
-
-# %% ../nbs/00_vector_storage.ipynb #c151563b
-@patch
-def raw_bytes(self:_Metadatas):
-    "The original JSON bytes while nobody has parsed them, else None."
-    with self._parse_lock: return None if self._raw is None else bytes(self._raw)
+    def raw_bytes(self):
+        "The original JSON bytes while nobody has parsed them, else None."
+        with self._parse_lock: return None if self._raw is None else bytes(self._raw)
 
 # %% ../nbs/00_vector_storage.ipynb #0b214c88
+#| code-fold: true
 class _WriteLock:
     "A storage's re-entrant writer lock: when its outermost holder lets go, the changes made meanwhile are published together."
     def __init__(self, storage):  # held weakly: a storage nobody uses is freed at once, not at the next garbage collection
@@ -66,27 +68,22 @@ class _WriteLock:
     def held(self) -> bool:
         "Whether the calling thread holds the lock."
         return self._owner == threading.get_ident()
-
-# %% ../nbs/00_vector_storage.ipynb #8b144a7b
-@patch
-def __enter__(self:_WriteLock):
-    "Take the lock (after any other writer lets go) and count one more hold by this thread."
-    self._lock.acquire()
-    self._depth, self._owner = self._depth + 1, threading.get_ident()
-    return self
-
-# %% ../nbs/00_vector_storage.ipynb #fbfab5c6
-@patch
-def __exit__(self:_WriteLock, *exc):
-    "Let go once; the outermost release publishes the storage's changes first."
-    try:
-        if self._depth == 1 and (storage := self._storage()) is not None: storage._publish()
-    finally:
-        self._depth -= 1
-        if not self._depth: self._owner = None
-        self._lock.release()
+    def __enter__(self):
+        "Take the lock (after any other writer lets go) and count one more hold by this thread."
+        self._lock.acquire()
+        self._depth, self._owner = self._depth + 1, threading.get_ident()
+        return self
+    def __exit__(self, *exc):
+        "Let go once; the outermost release publishes the storage's changes first."
+        try:
+            if self._depth == 1 and (storage := self._storage()) is not None: storage._publish()
+        finally:
+            self._depth -= 1
+            if not self._depth: self._owner = None
+            self._lock.release()
 
 # %% ../nbs/00_vector_storage.ipynb #e70ec919
+#| code-fold: true
 class VectorStorage:
     "Vectors in one contiguous float32 matrix, with ids and JSON metadata."
     def __init__(self,
@@ -102,14 +99,25 @@ class VectorStorage:
         self._lock = self._watcher = None
         self.write_lock = _WriteLock(self)  # every change holds it; hold it yourself to make several changes one step
         self._dirty, self._view = False, StorageView(self)
+    def __len__(self):
+        "The number of live vectors."
+        return len(self.view())
+    def __contains__(self, id):
+        "Whether `id` is a live vector's id."
+        return id in self.view()
+    def __repr__(self): return f"VectorStorage(dimension={self.dimension}, vectors={len(self)}, next_id={self.next_id})"
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()  # `with storage:` releases its writer lock at the end, even when the block raised
 
 # %% ../nbs/00_vector_storage.ipynb #090e9088
+#| code-fold: true
 def _read_only(a:np.ndarray) -> np.ndarray:
     "A read-only view of `a`."
     a = a.view(); a.flags.writeable = False
     return a
 
 # %% ../nbs/00_vector_storage.ipynb #1bd7d0d9
+#| code-fold: true
 class StorageView:
     "What readers see of a `VectorStorage`: its rows at one moment, read-only, never changed by later writes."
     def __init__(self, s:VectorStorage):
@@ -120,8 +128,10 @@ class StorageView:
         self._id_to_row, self._metas = s._id_to_row, s._metas
     def __len__(self): return self.n_rows - self.n_dead
     def __repr__(self): return f"StorageView(n_rows={self.n_rows}, live={len(self)}, layout_version={self.layout_version})"
+    def __contains__(self, id): return self.row_of(id) >= 0
 
 # %% ../nbs/00_vector_storage.ipynb #f10075ee
+#| code-fold: true
 @patch
 def _publish(self:VectorStorage):
     "Publish the writer's changes as one new `StorageView`, then let the watching index keep up (repeating if it moved rows)."
@@ -132,6 +142,7 @@ def _publish(self:VectorStorage):
         if on_change is not None: on_change(self._view)
 
 # %% ../nbs/00_vector_storage.ipynb #065aa89a
+#| code-fold: true
 @patch
 def view(self:VectorStorage) -> StorageView:
     "The rows as they are now, as a snapshot that later writes never change (the writer holding `write_lock` sees its own changes)."
@@ -139,24 +150,14 @@ def view(self:VectorStorage) -> StorageView:
     return self._view
 
 # %% ../nbs/00_vector_storage.ipynb #1c7d86a3
+#| code-fold: true
 @patch(as_prop=True)
 def _metadatas(self:VectorStorage) -> list:
     "The rows' metadata dicts, in row order."
     return self._metas.items
-@patch
-def __len__(self:VectorStorage):
-    "The number of live vectors."
-    return len(self.view())
-@patch
-def __contains__(self:VectorStorage, id):
-    "Whether `id` is a live vector's id."
-    return id in self.view()
-@patch
-def __repr__(self:VectorStorage):
-    "The dimension, live vectors and next id."
-    return f"VectorStorage(dimension={self.dimension}, vectors={len(self)}, next_id={self.next_id})"
 
 # %% ../nbs/00_vector_storage.ipynb #24c1e149
+#| code-fold: true
 def _numeric_array(vectors, dimension:int) -> np.ndarray:
     "`vectors` as a numeric numpy array, or an error that names the storage's `dimension`."
     try: arr = np.asarray(vectors)
@@ -164,7 +165,6 @@ def _numeric_array(vectors, dimension:int) -> np.ndarray:
     if arr.dtype.kind not in 'iuf': raise TypeError(f"vector must hold int or float numbers, got {arr.dtype} values")
     return arr
 
-# %% ../nbs/00_vector_storage.ipynb #795030e7
 @patch
 def _as_rows(self:VectorStorage,
     vectors,            # one vector (`single`) or an (n, dimension) array-like
@@ -182,6 +182,7 @@ def _as_rows(self:VectorStorage,
     return arr
 
 # %% ../nbs/00_vector_storage.ipynb #03e41f65
+#| code-fold: true
 MAX_NESTING = 32  # levels of objects and lists one metadata dict may hold
 
 def _structure_problem(v) -> str:
@@ -196,7 +197,6 @@ def _structure_problem(v) -> str:
     return None
 _NO_KEY = object()
 
-# %% ../nbs/00_vector_storage.ipynb #a41d947d
 def _shown(v) -> str:
     "A value as a user would recognise it in a message: JSON's names for non-finite numbers, at most 60 characters."
     if isinstance(v, float) and not np.isfinite(v): return "NaN" if np.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
@@ -204,6 +204,7 @@ def _shown(v) -> str:
     return s if len(s) <= 60 else s[:59] + "…"
 
 # %% ../nbs/00_vector_storage.ipynb #33731c0d
+#| code-fold: true
 def metadata_problem(metadata) -> str:
     "Why a store cannot keep `metadata`, in a phrase naming the field; None when it can (None, or a dict of JSON values)."
     if metadata is None: return None
@@ -216,6 +217,7 @@ def metadata_problem(metadata) -> str:
     return None
 
 # %% ../nbs/00_vector_storage.ipynb #8ad43381
+#| code-fold: true
 def _check_shapes(metadatas:list, where):
     "TypeError naming (with `where(i)`) the first metadata that is not a dict or whose shape JSON cannot keep."
     for i, m in enumerate(metadatas):
@@ -223,7 +225,6 @@ def _check_shapes(metadatas:list, where):
         if not isinstance(m, dict): raise TypeError(f"{where(i)} must be a dict, got {type(m).__name__}")
         if (p := _structure_problem(m)) is not None: raise TypeError(f"{where(i)} {p}")
 
-# %% ../nbs/00_vector_storage.ipynb #a9b6b935
 def _round_trip(metadatas:list, where) -> list:
     "`metadatas` through one JSON round trip (a checked deep copy); TypeError naming, with `where(i)`, the first row JSON refuses."
     try: return json.loads(json.dumps(metadatas, allow_nan=False))
@@ -231,7 +232,6 @@ def _round_trip(metadatas:list, where) -> list:
         i, problem = next((i, p) for i, m in enumerate(metadatas) if (p := metadata_problem(m)))
         raise TypeError(f"{where(i)} is not JSON-serialisable: {problem}") from None
 
-# %% ../nbs/00_vector_storage.ipynb #70620920
 def _check_metadatas(metadatas, # a list of dicts (or None), one per vector
                      n:int,     # number of vectors they belong to
                      single:bool=False): # name errors "metadata" instead of "metadata of row i"
@@ -247,6 +247,7 @@ def _check_metadatas(metadatas, # a list of dicts (or None), one per vector
     return _round_trip(metadatas, where)
 
 # %% ../nbs/00_vector_storage.ipynb #4b2ba259
+#| code-fold: true
 @patch
 def _reserve(self:VectorStorage,
     n_rows:int, # rows that must fit
@@ -262,6 +263,7 @@ def _reserve(self:VectorStorage,
     self._data, self._row_ids, self._alive = data, row_ids, alive
 
 # %% ../nbs/00_vector_storage.ipynb #d776262a
+#| code-fold: true
 @patch
 def _reserve_ids(self:VectorStorage,
     n_ids:int, # ids that must fit in the id -> row map
@@ -274,6 +276,7 @@ def _reserve_ids(self:VectorStorage,
     self._id_to_row = id_to_row
 
 # %% ../nbs/00_vector_storage.ipynb #fc28c1ee
+#| code-fold: true
 _BLOCK_BYTES = 1 << 20  # rows are copied and checked in blocks of about this size
 MAX_VALUE = 1e15        # largest magnitude a stored value (or a query's) may have: squared norms stay finite in float32
 
@@ -283,6 +286,7 @@ def _bad_row(block:np.ndarray) -> int:
     return int(np.argmin((np.abs(block) <= MAX_VALUE).all(axis=1)))
 
 # %% ../nbs/00_vector_storage.ipynb #bf285e40
+#| code-fold: true
 @patch
 def _fill_rows(self:VectorStorage,
     rows:np.ndarray,   # (n, dimension) numeric array, already shape-checked
@@ -299,7 +303,6 @@ def _fill_rows(self:VectorStorage,
                 what = "vector" if single else f"row {i + bad}"
                 raise ValueError(f"{what} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e} (after conversion to float32)")
 
-# %% ../nbs/00_vector_storage.ipynb #dc030371
 @patch
 def _commit_rows(self:VectorStorage,
     start:int,      # first of the filled rows
@@ -317,6 +320,7 @@ def _commit_rows(self:VectorStorage,
     return ids
 
 # %% ../nbs/00_vector_storage.ipynb #67dd0fbc
+#| code-fold: true
 @patch
 def _append(self:VectorStorage,
     rows:np.ndarray, # (n, dimension) numeric array, already shape-checked
@@ -330,6 +334,7 @@ def _append(self:VectorStorage,
     return self._commit_rows(start, metadatas)
 
 # %% ../nbs/00_vector_storage.ipynb #c51ef5b2
+#| code-fold: true
 @patch
 def add(self:VectorStorage,
     vector,              # list or 1-D array of `dimension` numbers
@@ -341,6 +346,7 @@ def add(self:VectorStorage,
     with self.write_lock: return int(self._append(rows, metas, single=True)[0])
 
 # %% ../nbs/00_vector_storage.ipynb #4cbbab76
+#| code-fold: true
 @patch
 def add_bulk(self:VectorStorage,
     vectors,             # (n, dimension) array-like
@@ -352,13 +358,13 @@ def add_bulk(self:VectorStorage,
     with self.write_lock: return self._append(rows, metas)
 
 # %% ../nbs/00_vector_storage.ipynb #27c8ff90
+#| code-fold: true
 def _as_id(id):
     "`id` as a Python int, or None if it is not an integer (bools are not ids)."
     if isinstance(id, (bool, np.bool_)): return None
     try: return operator.index(id)
     except TypeError: return None
 
-# %% ../nbs/00_vector_storage.ipynb #f4dc1a5a
 def _json_copy(v):
     "A deep copy of a JSON value (dicts, lists, scalars), much faster than `copy.deepcopy`."
     if isinstance(v, dict): return {k: _json_copy(x) for k, x in v.items()}
@@ -366,6 +372,7 @@ def _json_copy(v):
     return v
 
 # %% ../nbs/00_vector_storage.ipynb #5b9e6366
+#| code-fold: true
 @patch
 def row_of(self:StorageView, id) -> int:
     "The row holding live vector `id`, or -1 (unknown, deleted, or not an integer)."
@@ -374,20 +381,12 @@ def row_of(self:StorageView, id) -> int:
     r = int(self._id_to_row[i])
     return r if r >= 0 and self.alive[r] else -1
 
-# %% ../nbs/00_vector_storage.ipynb #b3256f80
-@patch
-def __contains__(self:StorageView, id):
-    "Whether `id` is a live vector of this view (`id in view`)."
-    return self.row_of(id) >= 0
-
-# %% ../nbs/00_vector_storage.ipynb #5a2a34f3
 @patch
 def metadata(self:StorageView, row:int) -> dict:
     "A copy of the metadata of `row` (`{}` when it has none)."
     m = self._metas.items[row]
     return {} if m is None else _json_copy(m)
 
-# %% ../nbs/00_vector_storage.ipynb #21f9c3b6
 @patch
 def get(self:StorageView, id):
     "Copies of the `(vector, metadata)` stored under `id`."
@@ -397,6 +396,7 @@ def get(self:StorageView, id):
     raise KeyError(f"no vector with id {id!r}")
 
 # %% ../nbs/00_vector_storage.ipynb #fcffd551
+#| code-fold: true
 @patch(as_prop=True)
 def vectors(self:StorageView) -> np.ndarray:
     "Live vectors, (n, dimension) float32, C-contiguous, in row order."
@@ -407,7 +407,6 @@ def ids(self:StorageView) -> np.ndarray:
     "Ids of the live vectors (int64), aligned with `vectors`."
     return self.row_ids[self.alive] if self.n_dead else self.row_ids
 
-# %% ../nbs/00_vector_storage.ipynb #bec54f12
 @patch
 def get_all(self:StorageView) -> L:
     "Every `(id, vector, metadata)`, in id order."
@@ -416,6 +415,7 @@ def get_all(self:StorageView) -> L:
     return L((int(i), self.matrix[r].copy(), self.metadata(r)) for i, r in zip(self.row_ids[rows].tolist(), rows.tolist()))
 
 # %% ../nbs/00_vector_storage.ipynb #d50455bb
+#| code-fold: true
 @patch
 def get(self:VectorStorage, id):
     "Copies of the `(vector, metadata)` stored under `id`."
@@ -426,7 +426,6 @@ def get_all(self:VectorStorage) -> L:
     "Every `(id, vector, metadata)`, in id order."
     return self.view().get_all()
 
-# %% ../nbs/00_vector_storage.ipynb #b8322f4a
 @patch(as_prop=True)
 def vectors(self:VectorStorage) -> np.ndarray:
     "Live vectors, (n, dimension) float32, C-contiguous, in row order."
@@ -438,6 +437,7 @@ def ids(self:VectorStorage) -> np.ndarray:
     return self.view().ids
 
 # %% ../nbs/00_vector_storage.ipynb #6b6fa308
+#| code-fold: true
 @patch
 def delete(self:VectorStorage, id) -> bool:
     "Mark vector `id` deleted (a tombstone); False if there is no such id."
@@ -452,6 +452,7 @@ def delete(self:VectorStorage, id) -> bool:
         return True
 
 # %% ../nbs/00_vector_storage.ipynb #0518178e
+#| code-fold: true
 @patch
 def rows_of(self:StorageView, ids) -> np.ndarray:
     "Row numbers (int64) of the live vectors `ids`; KeyError naming the first unknown id."
@@ -466,13 +467,13 @@ def rows_of(self:StorageView, ids) -> np.ndarray:
     if not found.all(): raise KeyError(f"no vector with id {int(ids[~found][0])}")
     return rows
 
-# %% ../nbs/00_vector_storage.ipynb #f29af6c6
 @patch
 def rows_of(self:VectorStorage, ids) -> np.ndarray:
     "Row numbers (int64) of the live vectors `ids`; KeyError naming the first unknown id."
     return self.view().rows_of(ids)
 
 # %% ../nbs/00_vector_storage.ipynb #ff74853b
+#| code-fold: true
 @patch
 def _checked_order(self:VectorStorage, order) -> np.ndarray:
     "`order` as int64 row numbers holding every live row once, with the dead rows it names dropped; else a clear error."
@@ -487,7 +488,6 @@ def _checked_order(self:VectorStorage, order) -> np.ndarray:
     if missing.any(): raise ValueError(f"live row {int(np.argmax(missing))} is missing from order")
     return order[self._alive[order]]
 
-# %% ../nbs/00_vector_storage.ipynb #ae0cfacb
 @patch
 def _rebuild_rows(self:VectorStorage,
     order:np.ndarray, # checked int64 row numbers, live rows only
@@ -505,6 +505,7 @@ def _rebuild_rows(self:VectorStorage,
     self._metas, self._n_rows, self._n_dead = _Metadatas([metas[r] for r in order.tolist()]), m, 0
 
 # %% ../nbs/00_vector_storage.ipynb #08ee97ea
+#| code-fold: true
 @patch
 def permute(self:VectorStorage,
     order, # row numbers: every live row once; dead rows left out are dropped
@@ -515,7 +516,6 @@ def permute(self:VectorStorage,
         self.layout_version += 1
         self._dirty = True
 
-# %% ../nbs/00_vector_storage.ipynb #2e116b96
 @patch
 def compact(self:VectorStorage):
     "Drop the dead rows, keeping the live ones in order; a no-op when none are dead."
@@ -523,6 +523,7 @@ def compact(self:VectorStorage):
         if self._n_dead: self.permute(np.flatnonzero(self._alive[:self._n_rows]))
 
 # %% ../nbs/00_vector_storage.ipynb #14740aa2
+#| code-fold: true
 _missing = object()
 
 def _matcher(want):
@@ -532,7 +533,6 @@ def _matcher(want):
     bools, others = [bool(a) for a in allowed if is_bool(a)], [a for a in allowed if not is_bool(a)]
     return lambda v: v in bools if isinstance(v, bool) else v in others
 
-# %% ../nbs/00_vector_storage.ipynb #baf70f43
 @patch
 def where_mask(self:StorageView,
     where, # dict of field -> value (or list of values: any of them), all fields must match; or callable(metadata) -> bool
@@ -549,6 +549,7 @@ def where_mask(self:StorageView,
     return ok & self.alive
 
 # %% ../nbs/00_vector_storage.ipynb #d8dcdd6a
+#| code-fold: true
 @patch
 def watch(self:VectorStorage,
     on_change,        # bound method called as `on_change(view)` after every change, under `write_lock`
@@ -561,6 +562,7 @@ def watch(self:VectorStorage,
         if previous and old[0]() != on_change: previous()
 
 # %% ../nbs/00_vector_storage.ipynb #6181e347
+#| code-fold: true
 def _fsync_dir(path:Path):
     "Make a rename inside directory `path` durable (a no-op where directories cannot be opened)."
     try: fd = os.open(path, os.O_RDONLY)
@@ -569,7 +571,6 @@ def _fsync_dir(path:Path):
     except OSError: pass
     finally: os.close(fd)
 
-# %% ../nbs/00_vector_storage.ipynb #d1a4e314
 def _disk_full(e:OSError) -> bool:
     "Whether `e` means the disk is full: ENOSPC or EDQUOT, or numpy's short-write message that carries no errno."
     return e.errno in (errno.ENOSPC, errno.EDQUOT) or (e.errno is None and "requested and" in str(e))
@@ -579,7 +580,6 @@ def _full_disk_error(path:Path) -> OSError:
     free = shutil.disk_usage(path.parent).free
     return OSError(errno.ENOSPC, f"the disk holding {path.parent} is full ({free:,} bytes free), so {path.name} was left unchanged")
 
-# %% ../nbs/00_vector_storage.ipynb #7752eee0
 def _write_durably(fd:int, write):
     "Fill the new file open as `fd` with `write`, then flush and fsync it, so its bytes are on disk before the rename."
     if hasattr(os, "fchmod"): os.fchmod(fd, 0o644)
@@ -589,6 +589,7 @@ def _write_durably(fd:int, write):
         os.fsync(f.fileno())
 
 # %% ../nbs/00_vector_storage.ipynb #fb3c42b8
+#| code-fold: true
 def _atomic_write(path:Path,  # the file to replace
                   write,      # called with a binary file object; writes the whole new content
                  ):
@@ -604,6 +605,7 @@ def _atomic_write(path:Path,  # the file to replace
     _fsync_dir(path.parent)
 
 # %% ../nbs/00_vector_storage.ipynb #21aa61c3
+#| code-fold: true
 class StoreLockedError(RuntimeError):
     "Another writer holds the lock of this store."
 
@@ -615,7 +617,6 @@ def _try_lock(f) -> bool:
     except OSError: return False
     return True
 
-# %% ../nbs/00_vector_storage.ipynb #0539c9fc
 def _store_path(path) -> Path:
     "`path` checked as a file to write, resolved (symlinks followed): every spelling of one file gives one path (and one lock)."
     if not str(path).strip(): raise ValueError("the path is empty: give the file to save the store to")
@@ -625,7 +626,6 @@ def _store_path(path) -> Path:
     if not real.parent.is_dir(): raise FileNotFoundError(f"cannot save to {path}: its directory {real.parent} does not exist")
     return real
 
-# %% ../nbs/00_vector_storage.ipynb #435d1405
 def _take_lock(lock_path:Path, path:Path):
     "The lock file `lock_path` of store `path`, open, locked and holding our pid; `StoreLockedError` if another writer holds it."
     f = open(lock_path, "a+")
@@ -638,13 +638,13 @@ def _take_lock(lock_path:Path, path:Path):
     f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
     return f
 
-# %% ../nbs/00_vector_storage.ipynb #6311df89
 def _remove_stray_temps(path:Path):
     "Delete the temporary files that killed writers of `path` left beside it."
     for stray in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         with contextlib.suppress(OSError): stray.unlink()
 
 # %% ../nbs/00_vector_storage.ipynb #86195c26
+#| code-fold: true
 @patch
 def acquire_lock(self:VectorStorage,
     path, # the store file this storage is going to write
@@ -659,30 +659,36 @@ def acquire_lock(self:VectorStorage,
     _remove_stray_temps(path)
     return path
 
-# %% ../nbs/00_vector_storage.ipynb #151a9db7
 @patch
 def close(self:VectorStorage):
     "Release the writer lock, if this storage holds one."
     if self._lock is not None: self._lock.close(); self._lock = None
 
-# %% ../nbs/00_vector_storage.ipynb #8c55fdca
-@patch
-def __enter__(self:VectorStorage):
-    "Enter a `with` block; the storage is closed when it ends."
-    return self
-@patch
-def __exit__(self:VectorStorage, *exc):
-    "Close the storage (`close`) at the end of a `with` block, even when the block raised."
-    self.close()
-
 # %% ../nbs/00_vector_storage.ipynb #559fc432
+#| code-fold: true
 MAGIC, FORMAT_VERSION = b"MINIVEC\0", 1
 _PREFIX = struct.Struct("<8sIII")  # magic, format version, header length, header CRC-32
 _ALIGN = 64
 
 def _aligned(n:int) -> int: return -(-n // _ALIGN) * _ALIGN
 
+def _write_array(f, a:np.ndarray):
+    "Write the bytes of `a` (C order) to the real file `f` in one call, as `np.save` does."
+    f.flush()
+    a.tofile(f)
+
+def _pad(f, offset:int):
+    "Pad `f` with zeros up to file position `offset`."
+    f.write(b"\0" * (offset - f.tell()))
+
+def _place_sections(sizes:dict) -> dict:
+    "Offset of each section of `sizes` (name -> bytes) laid end to end on 64-byte boundaries, and the 'end' of the last."
+    at, end = {}, 0
+    for name, nbytes in sizes.items(): at[name] = _aligned(end); end = at[name] + nbytes
+    return {**at, "end": end}
+
 # %% ../nbs/00_vector_storage.ipynb #b1d8c0e6
+#| code-fold: true
 def _check_extras(extras:dict) -> dict:
     "Extras as {name: numpy array or JSON value}, or an error before anything is written."
     if extras is None: return {}
@@ -699,24 +705,6 @@ def _check_extras(extras:dict) -> dict:
         out[k] = v
     return out
 
-# %% ../nbs/00_vector_storage.ipynb #d6790d2e
-def _write_array(f, a:np.ndarray):
-    "Write the bytes of `a` (C order) to the real file `f` in one call, as `np.save` does."
-    f.flush()
-    a.tofile(f)
-
-def _pad(f, offset:int):
-    "Pad `f` with zeros up to file position `offset`."
-    f.write(b"\0" * (offset - f.tell()))
-
-# %% ../nbs/00_vector_storage.ipynb #4e06110b
-def _place_sections(sizes:dict) -> dict:
-    "Offset of each section of `sizes` (name -> bytes) laid end to end on 64-byte boundaries, and the 'end' of the last."
-    at, end = {}, 0
-    for name, nbytes in sizes.items(): at[name] = _aligned(end); end = at[name] + nbytes
-    return {**at, "end": end}
-
-# %% ../nbs/00_vector_storage.ipynb #6cf1c859
 def _extras_header(extras:dict, arrays:dict, at:dict) -> dict:
     "The header's entry for each extra: its JSON value, or the dtype, shape, offset (from `at`) and CRC-32 of its array."
     ext = {k: dict(value=v) for k, v in extras.items() if k not in arrays}
@@ -724,12 +712,14 @@ def _extras_header(extras:dict, arrays:dict, at:dict) -> dict:
     return ext
 
 # %% ../nbs/00_vector_storage.ipynb #072b263c
+#| code-fold: true
 @patch
 def _binary_header(self:VectorStorage,
     ids:np.ndarray,   # ids of the rows that will be written
     extras:dict,      # checked extras: name -> array or JSON value
     arrays:dict,      # the array extras, C-contiguous
     meta_bytes:bytes, # the metadata JSON, or None
+    vectors_crc32:int, # CRC-32 of the rows, from `_rows_crc32`
 ) -> tuple:
     "The binary format's JSON header (bytes) and the offset of each section, from `_place_sections`."
     sizes = {"vectors": len(ids) * self.dimension * 4, "ids": len(ids) * 8}
@@ -737,33 +727,45 @@ def _binary_header(self:VectorStorage,
     sizes.update({f"extra {k}": a.nbytes for k, a in arrays.items()})
     at = _place_sections(sizes)
     meta = None if meta_bytes is None else dict(offset=at["metadata"], nbytes=len(meta_bytes), crc32=zlib.crc32(meta_bytes))
-    return json.dumps(dict(dimension=self.dimension, next_id=self.next_id, n_rows=len(ids), vectors=at["vectors"], ids=at["ids"],
+    return json.dumps(dict(dimension=self.dimension, next_id=self.next_id, n_rows=len(ids), vectors=at["vectors"], vectors_crc32=vectors_crc32,
+                           ids=at["ids"],
                            ids_crc32=zlib.crc32(ids), metadata=meta, extras=_extras_header(extras, arrays, at), end=at["end"])).encode(), at
 
 # %% ../nbs/00_vector_storage.ipynb #4dc863a0
+#| code-fold: true
 @patch
-def _write_rows(self:VectorStorage, f):
-    "Write the live rows' vectors to `f` in row order; with tombstones, gathered in blocks of 16 MB."
-    if not self._n_dead: return _write_array(f, self._data[:self._n_rows])
+def _row_blocks(self:VectorStorage):
+    "The live rows' vectors in row order: the matrix itself without tombstones, else blocks of 16 MB gathered from it."
+    if not self._n_dead: yield self._data[:self._n_rows]; return
     live, step = np.flatnonzero(self._alive[:self._n_rows]), max(1, (16 << 20) // (4 * self.dimension))
-    for i in range(0, len(live), step): _write_array(f, self._data[live[i:i + step]])
+    for i in range(0, len(live), step): yield self._data[live[i:i + step]]
+
+@patch
+def _rows_crc32(self:VectorStorage) -> int:
+    "CRC-32 of the live rows' vectors, exactly as `save` writes them."
+    crc = 0
+    for block in self._row_blocks(): crc = zlib.crc32(block, crc)
+    return crc
 
 # %% ../nbs/00_vector_storage.ipynb #361d4e4b
+#| code-fold: true
 @patch
 def _write_binary(self:VectorStorage, f, extras:dict, meta_bytes:bytes):
     "Write the binary format to the open file `f`."
     ids = self.view().ids
     arrays = {k: v if v.flags.c_contiguous else v.copy(order="C") for k, v in extras.items() if isinstance(v, np.ndarray)}
-    header, at = self._binary_header(ids, extras, arrays, meta_bytes)
+    header, at = self._binary_header(ids, extras, arrays, meta_bytes, self._rows_crc32())
     base = _aligned(_PREFIX.size + len(header))
     f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), zlib.crc32(header)) + header)
-    _pad(f, base + at["vectors"]); self._write_rows(f)
+    _pad(f, base + at["vectors"])
+    for block in self._row_blocks(): _write_array(f, block)
     _pad(f, base + at["ids"]); _write_array(f, ids)
     if meta_bytes is not None: _pad(f, base + at["metadata"]); f.write(meta_bytes)
     for k, a in arrays.items(): _pad(f, base + at[f"extra {k}"]); _write_array(f, a)
     _pad(f, base + at["end"])
 
 # %% ../nbs/00_vector_storage.ipynb #599ed3fd
+#| code-fold: true
 @patch
 def _metadata_bytes(self:VectorStorage):
     "The live rows' metadata as one JSON list (bytes), or None when no row has metadata."
@@ -774,6 +776,7 @@ def _metadata_bytes(self:VectorStorage):
     return json.dumps(metas, allow_nan=False, separators=(",", ":")).encode()
 
 # %% ../nbs/00_vector_storage.ipynb #00bdc14a
+#| code-fold: true
 @patch
 def save(self:VectorStorage,
     path,              # file to write: `.json` for the tutorial's JSON format, anything else for the binary store
@@ -788,6 +791,7 @@ def save(self:VectorStorage,
         _atomic_write(path, write)
 
 # %% ../nbs/00_vector_storage.ipynb #0946c01c
+#| code-fold: true
 def _read_exact(f, a:np.ndarray, path):
     "Fill array `a` from `f`, or raise CorruptStoreError if the file ends early."
     view, got = memoryview(a.reshape(-1).view(np.uint8)), 0
@@ -798,6 +802,7 @@ def _read_exact(f, a:np.ndarray, path):
     return a
 
 # %% ../nbs/00_vector_storage.ipynb #989102c0
+#| code-fold: true
 def _is_count(v) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 def _corrupt_header(path, what) -> CorruptStoreError:
@@ -812,7 +817,6 @@ def _check_fields(header:dict, path):
         if not _is_count(header[key]): raise _corrupt_header(path, f"{key} is {header[key]!r}, expected a non-negative integer")
     if header["dimension"] == 0: raise _corrupt_header(path, "dimension is 0, expected a positive integer")
 
-# %% ../nbs/00_vector_storage.ipynb #733a9723
 def _extra_span(k:str, e, path) -> tuple:
     "`(offset, nbytes)` of array extra `k` from its header entry `e`, or CorruptStoreError."
     try: dtype = np.dtype(e["dtype"]); shape, offset = e["shape"], e["offset"]
@@ -821,7 +825,6 @@ def _extra_span(k:str, e, path) -> tuple:
         raise _corrupt_header(path, f"extras[{k!r}] has dtype {e['dtype']!r}, shape {shape!r}, offset {offset!r}; expected a numeric dtype and counts")
     return offset, dtype.itemsize * int(np.prod(shape))
 
-# %% ../nbs/00_vector_storage.ipynb #f5392669
 def _check_sections(header:dict, path):
     "CorruptStoreError naming the first header field with the wrong type, or the first section that lies outside the file."
     _check_fields(header, path)
@@ -839,6 +842,7 @@ def _check_sections(header:dict, path):
         if offset + nbytes > end: raise _corrupt_header(path, f"{name} section ({nbytes:,} bytes at offset {offset:,}) lies outside the {end:,} bytes of data")
 
 # %% ../nbs/00_vector_storage.ipynb #e1e68705
+#| code-fold: true
 def _read_header(f, path):
     "The JSON header and the offset of the first section, checked against magic, version, checksum, size and layout."
     prefix = f.read(_PREFIX.size)
@@ -856,12 +860,12 @@ def _read_header(f, path):
     return header, base
 
 # %% ../nbs/00_vector_storage.ipynb #6d5af7b2
+#| code-fold: true
 def _physical_memory() -> int:
     "Bytes of RAM on this machine (0 where the OS does not say)."
     try: return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError): return 0
 
-# %% ../nbs/00_vector_storage.ipynb #73a3daaa
 def _id_table(next_id:int, path) -> np.ndarray:
     "An id -> row table for ids below `next_id` (-1 everywhere), refusing sizes no real store can have."
     if isinstance(next_id, (bool, np.bool_)) or not isinstance(next_id, (int, np.integer)) or next_id < 0:
@@ -873,14 +877,19 @@ def _id_table(next_id:int, path) -> np.ndarray:
     return np.full(max(int(next_id), 1), -1, np.int64)
 
 # %% ../nbs/00_vector_storage.ipynb #10395252
-def _check_values(data:np.ndarray, ids:np.ndarray, path):
-    "CorruptStoreError naming the first row of `data` that holds NaN, infinity or a value beyond `MAX_VALUE`."
-    step = max(1, (16 << 20) // max(1, 4 * data.shape[1]))
+#| code-fold: true
+def _check_values(data:np.ndarray, ids:np.ndarray, path, crc32:int=None):
+    "CorruptStoreError naming the first row of `data` holding NaN, infinity or a value beyond `MAX_VALUE`, or, given the rows' saved `crc32`, a checksum mismatch."
+    step, crc = max(1, (16 << 20) // max(1, 4 * data.shape[1])), 0
     for i in range(0, len(data), step):
-        if (bad := _bad_row(data[i:i + step])) >= 0:
+        block = data[i:i + step]
+        if (bad := _bad_row(block)) >= 0:
             raise CorruptStoreError(f"{path} is corrupt: the vector of id {int(ids[i + bad])} holds NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
+        if crc32 is not None: crc = zlib.crc32(block, crc)
+    if crc32 is not None and crc != crc32: raise CorruptStoreError(f"{path} is corrupt (vectors checksum mismatch)")
 
 # %% ../nbs/00_vector_storage.ipynb #36811246
+#| code-fold: true
 def _id_map(ids:np.ndarray, next_id:int, path) -> np.ndarray:
     "The id -> row map of rows holding `ids`, refusing ids outside 0..next_id-1 and duplicate ids."
     id_to_row, n = _id_table(next_id, path), len(ids)
@@ -889,7 +898,6 @@ def _id_map(ids:np.ndarray, next_id:int, path) -> np.ndarray:
     if n and not np.array_equal(id_to_row[ids], rows): raise CorruptStoreError(f"{path} holds duplicate ids")
     return id_to_row
 
-# %% ../nbs/00_vector_storage.ipynb #0d78e3b6
 @patch(cls_method=True)
 def _from_rows(cls:VectorStorage,
     dimension:int, next_id:int, # as saved
@@ -907,11 +915,11 @@ def _from_rows(cls:VectorStorage,
     return s
 
 # %% ../nbs/00_vector_storage.ipynb #02af7eaf
+#| code-fold: true
 def _check_crc(a, expected, what, path):
     "CorruptStoreError unless the CRC-32 of `a` is `expected` (files without one, from older versions, pass)."
     if expected is not None and zlib.crc32(a) != expected: raise CorruptStoreError(f"{path} is corrupt ({what} checksum mismatch)")
 
-# %% ../nbs/00_vector_storage.ipynb #581fc780
 def _section_reader(f, buf, base:int, path):
     "A function reading a section (offset, dtype, shape) of store file `f`: a view of the map `buf` if given, else a copy."
     def section(offset, dtype, shape):
@@ -923,6 +931,7 @@ def _section_reader(f, buf, base:int, path):
     return section
 
 # %% ../nbs/00_vector_storage.ipynb #d40f73df
+#| code-fold: true
 def _read_metadatas(section, meta:dict, n:int, path) -> _Metadatas:
     "The rows' metadata from header entry `meta`: JSON bytes checksummed now and parsed on first use (all None if absent)."
     if meta is None: return _Metadatas([None] * n)
@@ -930,7 +939,6 @@ def _read_metadatas(section, meta:dict, n:int, path) -> _Metadatas:
     _check_crc(raw, meta["crc32"], "metadata", path)
     return _Metadatas(None, raw, n)
 
-# %% ../nbs/00_vector_storage.ipynb #69820676
 def _read_extras(section, extras:dict, path) -> dict:
     "The extras of a binary store: JSON values as stored, arrays read (or mapped) and checksummed."
     out = {}
@@ -941,6 +949,7 @@ def _read_extras(section, extras:dict, path) -> dict:
     return out
 
 # %% ../nbs/00_vector_storage.ipynb #b3b98557
+#| code-fold: true
 @patch(cls_method=True)
 def _read_binary(cls:VectorStorage, path:Path, mmap:bool, verify:bool=True) -> VectorStorage:
     "Open a binary store file."
@@ -951,17 +960,18 @@ def _read_binary(cls:VectorStorage, path:Path, mmap:bool, verify:bool=True) -> V
         ids = section(header["ids"], np.int64, (n,))
         _check_crc(ids, header.get("ids_crc32"), "ids", path)
         data = section(header["vectors"], np.float32, (n, d))
-        if verify: _check_values(data, ids, path)
+        if verify: _check_values(data, ids, path, header.get("vectors_crc32"))
         s = cls._from_rows(d, header["next_id"], data, ids, _read_metadatas(section, header["metadata"], n, path), path)
         s.extras = _read_extras(section, header["extras"], path)
     return s
 
 # %% ../nbs/00_vector_storage.ipynb #bb3afb0f
+#| code-fold: true
 @patch(cls_method=True)
 def load(cls:VectorStorage,
     path,             # a file written by `save` (or a tutorial-format `.json`)
     mmap:bool=False,  # binary store only: memory-map the vectors read-only instead of reading them
-    verify:bool=True, # check every stored float (finite, within `MAX_VALUE`): one pass over the matrix
+    verify:bool=True, # binary store: check the vectors' checksum and that every float is finite and within `MAX_VALUE` (one pass over the matrix)
 ) -> VectorStorage:
     "Open the storage saved at `path`; its `extras` are in `.extras`."
     path = Path(path)
@@ -971,6 +981,7 @@ def load(cls:VectorStorage,
     return cls._read_binary(path, mmap, verify)
 
 # %% ../nbs/00_vector_storage.ipynb #e9d11148
+#| code-fold: true
 @patch
 def _write_json(self:VectorStorage, f, extras:dict):
     "Write the tutorial's JSON format to the open file `f`."
@@ -987,6 +998,7 @@ def _write_json(self:VectorStorage, f, extras:dict):
     f.write(json.dumps(doc, allow_nan=False).encode())
 
 # %% ../nbs/00_vector_storage.ipynb #ac161afd
+#| code-fold: true
 def _json_extras(extras, path) -> dict:
     "The `extras` of a JSON store: name -> {'value': v} or {'dtype', 'shape', 'data'}, as values and arrays."
     if not isinstance(extras, dict): raise CorruptStoreError(f"{path}: 'extras' must be an object of name -> entry, got {type(extras).__name__}")
@@ -1000,7 +1012,6 @@ def _json_extras(extras, path) -> dict:
             raise CorruptStoreError(f"{path}: extras[{k!r}] must be {{'value': ...}} or a numeric {{'dtype', 'shape', 'data'}}") from None
     return out
 
-# %% ../nbs/00_vector_storage.ipynb #ed47f83a
 def _json_doc(path) -> dict:
     "The JSON store at `path`, parsed, refused unless it is an object with a 'dimension' and 'vectors'."
     try: doc = json.loads(Path(path).read_bytes())
@@ -1010,6 +1021,7 @@ def _json_doc(path) -> dict:
     return doc
 
 # %% ../nbs/00_vector_storage.ipynb #e62f0527
+#| code-fold: true
 def _json_keys(vectors:dict, d:int, path) -> list:
     "The id strings of a JSON store's `vectors` in ascending id order, each checked to hold a list of `d` values."
     try: keys = sorted(vectors, key=int)
@@ -1020,7 +1032,6 @@ def _json_keys(vectors:dict, d:int, path) -> list:
             raise CorruptStoreError(f"{path}: vector {k} has dimension {len(v) if isinstance(v, list) else '?'}, file says dimension {d}")
     return keys
 
-# %% ../nbs/00_vector_storage.ipynb #d3b0ac14
 def _json_matrix(rows:list, d:int, path) -> np.ndarray:
     "The JSON store's vectors `rows` as an (n, d) float32 matrix, refusing anything but flat lists of numbers."
     try: data = np.array(rows or np.empty((0, d)))
@@ -1028,7 +1039,6 @@ def _json_matrix(rows:list, d:int, path) -> np.ndarray:
     if data.dtype.kind not in 'iuf' or data.ndim != 2: raise CorruptStoreError(f"{path}: every vector must be a flat list of {d} numbers")
     return np.ascontiguousarray(data.reshape(len(rows), d), np.float32)
 
-# %% ../nbs/00_vector_storage.ipynb #d43a0afc
 def _json_metadatas(metadatas, vectors:dict, keys:list, path) -> list:
     "A JSON store's metadata as one checked dict (or None) per id of `keys`."
     if not isinstance(metadatas, dict): raise CorruptStoreError(f"{path}: 'metadatas' must map ids to dicts")
@@ -1038,6 +1048,7 @@ def _json_metadatas(metadatas, vectors:dict, keys:list, path) -> list:
     return _check_metadatas([metadatas.get(k) for k in keys], len(keys))
 
 # %% ../nbs/00_vector_storage.ipynb #f4d58ae2
+#| code-fold: true
 @patch(cls_method=True)
 def _read_json(cls:VectorStorage, path:Path) -> VectorStorage:
     "Open a storage in the tutorial's JSON format, checking it against its own `dimension`."

@@ -293,7 +293,7 @@ def _bitflip_case(section, store="index"):
     return fn
 
 
-for _sec in ("ivf_offsets", "ivf_row_cache", "ivf_list_of_id", "ivf_centroids", "ids"):
+for _sec in ("ivf_offsets", "ivf_row_cache", "ivf_list_of_id", "ivf_centroids", "ids", "vectors"):
     case("persistence & corruption", cost=0.6)(_bitflip_case(_sec))
 
 
@@ -335,6 +335,54 @@ def nan_vector_in_binary_store(t):
         for loader, lname in ((lambda q=q: L.VectorStorage.load(q), "storage"), (lambda q=q: L.IVFIndex.load(q), "index")):
             outs.append(expect_error(loader, words=[("NaN", "infinite", "finite", "inf")], accept=lambda r: wrong("loaded with a NaN/inf vector")))
             labels.append(f"{name} {lname}")
+    return worst(outs, labels)
+
+
+def _flip_signs(raw: bytes, start: int, n: int) -> bytes:
+    "`raw` with the sign bit of the `n` float32 values from byte `start` flipped (every value stays finite)."
+    b = bytearray(raw)
+    for at in range(start + 3, start + 4 * n, 4): b[at] ^= 0x80
+    return bytes(b)
+
+
+@case("persistence & corruption")
+def sign_flipped_row(t):
+    """The signs of 96 floats of one row of a saved 384-d store flipped (every value still finite, so only a checksum can
+    tell): refused at open, read or mapped, with CorruptStoreError naming the file and the vectors; with verify=False it
+    opens, the damaged row as it is on disk. An index store with one row's signs flipped: IVFIndex.load refuses it too (issue 21)."""
+    L = lib()
+    X = make_data(300, 384, seed=124)
+    s = L.VectorStorage(384); s.add_bulk(X)
+    p = t.tmp / "store.mvdb"; s.save(p); s.close()
+    raw, header, base = read_store(p)
+    start, _ = section_span(header, base, "vectors")
+    q = t.tmp / "flipped.mvdb"
+    q.write_bytes(_flip_signs(raw, start + 124 * 384 * 4, 96))
+    damaged = X[124].copy(); damaged[:96] *= -1
+    cosine = float(damaged @ X[124] / (X[124] @ X[124]))
+    def refused(load, label):
+        try: r = load()
+        except Exception as e:
+            o = judge_error(e, words=["vectors", ("corrupt", "checksum")], types=(L.CorruptStoreError,))
+            if o.kind == OK and q.name not in str(e): return unclear(f"the message does not name the file: {str(e)[:160]!r}")
+            return o
+        return wrong(f"{label} loaded silently; get(124) has cosine {cosine:.2f} to the saved vector")
+    outs = [refused(lambda: L.VectorStorage.load(q), "read"), refused(lambda: L.VectorStorage.load(q, mmap=True), "mapped")]
+    labels = ["read", "mapped"]
+    for mmap in (False, True):
+        try:
+            got = L.VectorStorage.load(q, mmap=mmap, verify=False).get(124)[0]
+            outs.append(ok() if np.array_equal(got, damaged) else wrong(f"verify=False opened, but get(124) is not the row on disk"))
+        except Exception as e: outs.append(unexpected(e, "verify=False: "))
+        labels.append(f"verify=False mmap={mmap}")
+    X8, s8, ix, p8 = _index_store(t)
+    raw8, header8, base8 = read_store(p8)
+    start8, _ = section_span(header8, base8, "vectors")
+    q8 = t.tmp / "flipped_index.mvdb"
+    q8.write_bytes(_flip_signs(raw8, start8 + 124 * D * 4, D))
+    outs.append(expect_error(lambda: L.IVFIndex.load(q8), words=["vectors", ("corrupt", "checksum")], types=(L.CorruptStoreError,),
+                             accept=lambda r: wrong("IVFIndex.load loaded an index store with a damaged row silently")))
+    labels.append("IVFIndex.load")
     return worst(outs, labels)
 
 
