@@ -3,8 +3,8 @@
 Cells whose first lines carry a `tst_flags` flag (`#| slow`) are skipped and keep their stored outputs, unless
 `--flags slow` is given: the default run refreshes every quick cell in a minute or two, and the slow benchmarks are
 re-run only on purpose. After a run with flags, the quick cells run once more, so that a quick cell reading a file the
-slow cells write (the benchmarks page's summary) shows the new file. Stops at the first failing cell and leaves the
-file unchanged.
+slow cells write shows the new file. A notebook that shows another's stored outputs (the benchmarks page shows the
+figures of 06_benchmarks_details) is executed after it. Stops at the first failing cell and leaves the file unchanged.
 Usage: python tools/execute_notebook.py nbs/01_ivf_index.ipynb [--flags slow]"""
 import argparse, re, sys, time
 from pathlib import Path

@@ -2,13 +2,15 @@
 
 The earlier commit's `minivecdb/` is extracted with `git show` into a temporary package `minivecdb_before`, both
 versions build an index over the same vectors (same k-means seed, so the same lists), and each timing alternates the
-two, one BLAS thread, median of `--reps` runs. Prints one line per workload with both rates and their ratio
+two (`minivecdb.bench.paired_times`, after one untimed warm-up call of each, so numba's compilation is not timed), one
+BLAS thread, median of `--reps` runs. Prints one line per workload with both rates and their ratio
 (after / before: above 1 means this checkout is faster).
 Usage: python tools/search_speed_vs.py [--rev 4edf10a] [--n 100000] [--reps 7]"""
-import argparse, contextlib, importlib, io, statistics, subprocess, sys, tempfile, time
+import argparse, contextlib, importlib, io, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
+from minivecdb.bench import paired_times
 
 root = Path(__file__).resolve().parent.parent
 
@@ -37,14 +39,6 @@ def build(pkg, X, metric):
     s = vs.VectorStorage(X.shape[1]); s.add_bulk(X)
     with contextlib.redirect_stdout(io.StringIO()): return ivf.IVFIndex(s, distance_fn=metric, nprobe=32).build()
 
-def compare(calls, reps):
-    "Median seconds of each call, run alternately `reps` times."
-    times = {name: [] for name in calls}
-    for _ in range(reps):
-        for name, f in calls.items():
-            t0 = time.perf_counter(); f(); times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--rev', default='4edf10a'); p.add_argument('--n', type=int, default=100_000); p.add_argument('--reps', type=int, default=7)
@@ -58,8 +52,8 @@ def main():
                          '200 single queries, one call each': (lambda ix: [ix.search_batch(q, 10) for q in Q[:200]], 200)}
             for name, (run, n_queries) in workloads.items():
                 with threadpool_limits(1):
-                    t = compare({'before': lambda: run(before), 'after': lambda: run(after)}, args.reps)
-                print(f'{metric:9} {name:34} before {n_queries / t["before"]:8,.0f} q/s   after {n_queries / t["after"]:8,.0f} q/s   '
-                      f'after/before {t["before"] / t["after"]:.3f}', flush=True)
+                    t_before, t_after = paired_times((lambda: run(before), lambda: run(after)), reps=args.reps, warmup=True)
+                print(f'{metric:9} {name:34} before {n_queries / t_before:8,.0f} q/s   after {n_queries / t_after:8,.0f} q/s   '
+                      f'after/before {t_before / t_after:.3f}', flush=True)
 
 if __name__ == '__main__': main()
