@@ -33,7 +33,13 @@ def _thread(target, errors, name, *args):
     return th
 
 
-def _join(threads, timeout=20):
+def _until(enough, threads, limit=120):
+    "Wait (at most `limit` s, a guard against hangs) until `enough()` holds or no thread is left running."
+    end = time.time() + limit
+    while not enough() and time.time() < end and any(th.is_alive() for th in threads): time.sleep(0.05)
+
+
+def _join(threads, timeout=60):
     end = time.time() + timeout
     for th in threads: th.join(max(0.1, end - time.time()))
     stuck = [th.name for th in threads if th.is_alive()]
@@ -99,6 +105,7 @@ def _readers_with_writer(t, seconds, metric="cosine"):
             with lock: state["searches"] += 1
     threads = [_thread(writer, errors, "writer")] + [_thread(reader, errors, f"reader{bs}", bs, 60 + bs) for bs in (1, 80, 200)]
     time.sleep(seconds)
+    _until(lambda: state["searches"] >= 30 and state["writes"] >= 10, threads)  # a busy machine does less per second: count, not time
     stop.set()
     hung = _join(threads)
     if hung: return hung
@@ -132,7 +139,8 @@ def _readers_with_writer(t, seconds, metric="cosine"):
 
 @case("concurrency", fresh=True, cost=4, timeout=60)
 def readers_during_writer(t):
-    """3 reader threads (batches of 1, 80, 200; every list probed) search for ~2.5 s while a writer adds and deletes: no exception,
+    """3 reader threads (batches of 1, 80, 200; every list probed) search for ~2.5 s, and until they have made 30 searches and the
+    writer 10 rounds, while a writer adds and deletes: no exception,
     every distance is the exact distance to the returned id's vector, never-deleted vectors unchanged, full probing equals brute
     force afterwards, BLAS thread count unchanged (issue 9, section 1; per-search snapshot consistency is not checked)."""
     return _readers_with_writer(t, 2.5)
@@ -505,7 +513,7 @@ def write_lock_groups_changes(t):
             if zero > 1: seen["search_both"] += 1
             if zero == 0: seen["search_neither"] += 1
     threads = [_thread(writer, errors, "writer"), _thread(view_reader, errors, "view reader"), _thread(search_reader, errors, "search reader")]
-    hung = _join(threads, 45)
+    hung = _join(threads, 150)
     if hung: return hung
     outs = [errors.outcome()]
     if seen["both"] or seen["neither"] or seen["search_both"] or seen["search_neither"]:
