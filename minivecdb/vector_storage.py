@@ -533,6 +533,13 @@ def _matcher(want):
     bools, others = [bool(a) for a in allowed if is_bool(a)], [a for a in allowed if not is_bool(a)]
     return lambda v: v in bools if isinstance(v, bool) else v in others
 
+def _refuse_operators(where:dict):
+    "A `where` dict uses only equality: an operator (`$gt`, `$in`, `$or`, ...) is refused rather than matching nothing."
+    for field, want in where.items():
+        values = list(want) if isinstance(want, (list, tuple, set)) else [want]
+        op = field if str(field).startswith("$") else next((k for v in values if isinstance(v, dict) for k in v if str(k).startswith("$")), None)
+        if op is not None: raise ValueError(f"where uses the operator {op!r} (on {field!r}), which is not supported: where takes field: value or field: [values]")
+
 @patch
 def where_mask(self:StorageView,
     where, # dict of field -> value (or list of values: any of them), all fields must match; or callable(metadata) -> bool
@@ -541,6 +548,7 @@ def where_mask(self:StorageView,
     metas = self._metas.items[:self.n_rows]
     if callable(where): ok = np.fromiter((bool(where({} if m is None else _json_copy(m))) for m in metas), bool, len(metas))
     elif isinstance(where, dict):
+        _refuse_operators(where)
         ok = np.ones(len(metas), bool)
         for field, want in where.items():
             matches = _matcher(want)
