@@ -5,6 +5,7 @@
 # %% ../nbs/01_ivf_index.ipynb #2533831c
 from __future__ import annotations
 import numbers, time
+from pathlib import Path
 import numpy as np
 from fastcore.basics import patch, store_attr
 from fastcore.foundation import L
@@ -13,8 +14,9 @@ from .kernels import NO_ROWS, empty_heaps, sorted_heaps, push_block
 from .invlists import CoarseQuantizer, InvertedLists, blas_single_thread, normalise, row_terms, _all_unit, ScalarQuantizer, rerank, rank_batch, _scan_probes
 
 # %% auto #0
-__all__ = ['func_map', 'vers', 'euclidean', 'neg_dot', 'pairwise_distances', 'nearest_centroids', 'default_n_clusters',
-           'run_kmeans', 'build_index', 'IVFIndex', 'lists_summary', 'euclidean_to_rows', 'check_batch']
+__all__ = ['func_map', 'SHARD_KEY', 'vers', 'euclidean', 'neg_dot', 'pairwise_distances', 'nearest_centroids',
+           'default_n_clusters', 'run_kmeans', 'build_index', 'IVFIndex', 'lists_summary', 'euclidean_to_rows',
+           'check_batch']
 
 # %% ../nbs/01_ivf_index.ipynb #771258ff
 def vers(a, b):
@@ -128,14 +130,12 @@ def _check_positive(v, name):
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
     return int(v)
 
-# %% ../nbs/01_ivf_index.ipynb #c54d5a9e
 def _check_seed(seed):
     "`seed` if it is an int in 0..2**32-1 (what numpy and torch accept), else a ValueError."
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an integer from 0 to 2**32 - 1, got {seed!r}")
     return int(seed)
 
-# %% ../nbs/01_ivf_index.ipynb #7999b3f8
 def _check_settings(storage, nprobe, distance_fn, n_clusters, seed, codec, rerank):
     "A clear error for the first `IVFIndex` setting that cannot work."
     if not isinstance(storage, VectorStorage):
@@ -162,16 +162,13 @@ class IVFIndex:
         _check_settings(storage, nprobe, distance_fn, n_clusters, seed, codec, rerank)
         store_attr()
         self.centroids, self._lists, self._replaced, self._sq, self._codes, self.calibration = None, None, False, None, None, None
-
-# %% ../nbs/01_ivf_index.ipynb #7698f948
-@patch
-def __repr__(self:IVFIndex):
-    "The index's size and settings, and the average and largest list once built."
-    lists = self._lists
-    if lists is None: return f"IVFIndex(not built: {len(self.storage)} vectors, distance_fn={self.distance_fn!r}, nprobe={self.nprobe})"
-    sz = lists.list_live
-    return (f"IVFIndex({int(sz.sum())} vectors in {lists.n_lists} lists, distance_fn={self.distance_fn!r}, codec={self.codec!r}, nprobe={self.nprobe})\n"
-            f"Average list size: {sz.sum() / len(sz):.1f}, Max: {int(sz.max())}")
+    def __repr__(self):
+        "The index's size and settings, and the average and largest list once built."
+        lists = self._lists
+        if lists is None: return f"IVFIndex(not built: {len(self.storage)} vectors, distance_fn={self.distance_fn!r}, nprobe={self.nprobe})"
+        sz = lists.list_live
+        return (f"IVFIndex({int(sz.sum())} vectors in {lists.n_lists} lists, distance_fn={self.distance_fn!r}, codec={self.codec!r}, nprobe={self.nprobe})\n"
+                f"Average list size: {sz.sum() / len(sz):.1f}, Max: {int(sz.max())}")
 
 # %% ../nbs/01_ivf_index.ipynb #a449afbc
 @patch(as_prop=True)
@@ -179,13 +176,11 @@ def built(self:IVFIndex) -> bool:
     "Whether `build()` has run."
     return self._lists is not None
 
-# %% ../nbs/01_ivf_index.ipynb #0a60b62e
 @patch(as_prop=True)
 def dimension(self:IVFIndex) -> int:
     "Numbers in each vector."
     return self.storage.dimension
 
-# %% ../nbs/01_ivf_index.ipynb #99685812
 @patch
 def _reader_lists(self:IVFIndex) -> InvertedLists:
     "The published lists every read uses, or a clear error when there are none to use."
@@ -203,7 +198,6 @@ def _grown(a:np.ndarray, n:int, fill) -> np.ndarray:
     out[:len(a)] = a
     return out
 
-# %% ../nbs/01_ivf_index.ipynb #2e3b4369
 def _grown_rows(a:np.ndarray, n:int) -> np.ndarray:
     "`_grown` for a 2-D array: `a` if it has `n` rows, else a copy with at least twice as many (zeros beyond)."
     if len(a) >= n: return a
@@ -211,20 +205,17 @@ def _grown_rows(a:np.ndarray, n:int) -> np.ndarray:
     out[:len(a)] = a
     return out
 
-# %% ../nbs/01_ivf_index.ipynb #5fc0a4de
 @patch
 def _assign(self:IVFIndex, X) -> np.ndarray:
     "Nearest list (int32) of each row of `X`, as the coarse quantizer ranks lists (measured from `shift` for euclidean)."
     return self._quantizer.assign(X)
 
-# %% ../nbs/01_ivf_index.ipynb #435c4a12
 @patch
 def _publish(self:IVFIndex, view:StorageView):
     "Make the writer's current lists what readers see: one new `InvertedLists`, swapped in by one assignment."
     self._lists = InvertedLists(view, self._quantizer, self.offsets, self._list_of_row, self._row_term, self._unit,
                                 self._tail_rows, self._tail_offsets, self._dead_per_list, self._codes, self._sq)
 
-# %% ../nbs/01_ivf_index.ipynb #022f25cc
 @patch
 def _adopt(self:IVFIndex, view:StorageView, list_of_row:np.ndarray, row_term=None, codes=None):
     "Take rows grouped by list (no tail, no dead rows) as the writer's layout (published with the storage's change)."
@@ -235,7 +226,6 @@ def _adopt(self:IVFIndex, view:StorageView, list_of_row:np.ndarray, row_term=Non
     self._dead_per_list = np.zeros(len(self.centroids), np.int64)
     self._layout_version, self._n_rows_seen, self._n_dead_seen = view.layout_version, view.n_rows, view.n_dead
 
-# %% ../nbs/01_ivf_index.ipynb #9adca4a0
 @patch
 def _lists_of_rows(self:IVFIndex, view:StorageView, rows:np.ndarray) -> np.ndarray:
     "The list of each of `rows`, from `list_of_id`; rows this index has not seen yet are assigned (and recorded) now."
@@ -246,7 +236,6 @@ def _lists_of_rows(self:IVFIndex, view:StorageView, rows:np.ndarray) -> np.ndarr
     if new.any(): lists[new] = self._assign(view.matrix[rows[new]]); self.list_of_id[ids[new]] = lists[new]
     return lists
 
-# %% ../nbs/01_ivf_index.ipynb #0c4872e8
 @patch
 def _relayout(self:IVFIndex, view:StorageView):
     "Permute the storage so each list is one contiguous block of live rows: no k-means, dead rows dropped."
@@ -269,7 +258,6 @@ def _check_float32_range(X, distance_fn, shift=None):
         raise ValueError(f"the vectors lie within about {spread:.2g} of their mean but {centre:.3g} from the origin, too tight for float32 "
                          "scores to rank: subtract their mean before indexing them")
 
-# %% ../nbs/01_ivf_index.ipynb #9f8aa720
 @patch
 def _train(self:IVFIndex, X, k:int) -> tuple:
     "Train on the sample rows `X`: the coarse quantizer (k-means centroids, and the shift for euclidean), the sq8 tables or None, each row's list."
@@ -322,7 +310,6 @@ def _absorb_rows(self:IVFIndex, view:StorageView):
     self._index_tail(hi)
     self._n_rows_seen = hi
 
-# %% ../nbs/01_ivf_index.ipynb #9d280ea9
 @patch
 def _extend_row_data(self:IVFIndex, X, lo:int, hi:int):
     "The scan's per-row data for the new rows lo:hi (vectors `X`): row terms and, for sq8, 8-bit codes."
@@ -332,7 +319,6 @@ def _extend_row_data(self:IVFIndex, X, lo:int, hi:int):
         self._unit = self._unit and _all_unit(term, self.distance_fn)
     if self._sq is not None: self._codes = _grown_rows(self._codes, hi); self._codes[lo:hi] = self._sq.encode(X)
 
-# %% ../nbs/01_ivf_index.ipynb #aaf73377
 @patch
 def _index_tail(self:IVFIndex, hi:int):
     "Group the rows past the laid-out blocks (up to `hi`) by list: the tail CSR the scans visit with each list."
@@ -341,7 +327,6 @@ def _index_tail(self:IVFIndex, hi:int):
     self._tail_rows = tail[np.argsort(tail_lists, kind='stable')]
     self._tail_offsets = np.concatenate([[0], np.cumsum(np.bincount(tail_lists, minlength=len(self.centroids)))])
 
-# %% ../nbs/01_ivf_index.ipynb #c97c6194
 @patch
 def _follow_moved_rows(self:IVFIndex, view:StorageView) -> bool:
     "Adopt rows the storage moved if they are still grouped by list; else re-lay out and return True (the storage calls back)."
@@ -351,7 +336,6 @@ def _follow_moved_rows(self:IVFIndex, view:StorageView) -> bool:
     self._adopt(view, lor)
     return False
 
-# %% ../nbs/01_ivf_index.ipynb #6b8fc994
 @patch
 def _on_change(self:IVFIndex, view:StorageView):
     "Keep up with a change to the storage, then publish: called by the writer that made it, under the storage's write lock."
@@ -362,14 +346,12 @@ def _on_change(self:IVFIndex, view:StorageView):
     if view.n_dead + len(self._tail_rows) > self.relayout_fraction * view.n_rows: return self._relayout(view)  # calls back
     self._publish(view)
 
-# %% ../nbs/01_ivf_index.ipynb #b013e98f
 @patch
 def _count_dead(self:IVFIndex, view:StorageView):
     "Count the deleted rows of each list (the scans subtract them from the list sizes)."
     self._dead_per_list = np.bincount(self._list_of_row[:view.n_rows][~view.alive], minlength=len(self.centroids))
     self._n_dead_seen = view.n_dead
 
-# %% ../nbs/01_ivf_index.ipynb #8932aab6
 @patch
 def _on_replaced(self:IVFIndex):
     "Another index built over the same storage has taken over its layout."
@@ -390,7 +372,6 @@ def build_with(self:IVFIndex,
         self._lay_out(self.storage.view(), quantizer, sq)
     return self
 
-# %% ../nbs/01_ivf_index.ipynb #ecabac21
 @patch(as_prop=True)
 def quantizers(self:IVFIndex) -> tuple:
     "The trained parts another index can `build_with`: (the `CoarseQuantizer`, the `ScalarQuantizer` or None)."
@@ -403,7 +384,6 @@ def list_sizes(self:IVFIndex) -> np.ndarray:
     "Live vectors in each inverted list (its block plus its tail, less deleted ones)."
     return self._reader_lists().list_live.copy()
 
-# %% ../nbs/01_ivf_index.ipynb #ce593b08
 def lists_summary(sz:np.ndarray, # live vectors per list
                   nprobe:int,     # lists a search scans
                   **more) -> dict:
@@ -414,7 +394,6 @@ def lists_summary(sz:np.ndarray, # live vectors per list
                 empty_clusters=int((sz == 0).sum()), nprobe=nprobe,
                 imbalance_factor=round(float(len(sz) * (sz.astype(float) ** 2).sum() / max(n, 1) ** 2), 3), **more)
 
-# %% ../nbs/01_ivf_index.ipynb #e79177a3
 @patch
 def get_stats(self:IVFIndex) -> dict:
     "The tutorial's summary of the lists, plus how unbalanced they are and how much waits for a re-layout."
@@ -455,20 +434,17 @@ def _exact_euclidean(Q, rows, X):
     at = np.arange(len(rows))[:, None]
     return rows[at, o], D[at, o].astype(np.float32)
 
-# %% ../nbs/01_ivf_index.ipynb #9030ebe4
 def _to_distances(lists:InvertedLists, Q, rows, scores):
     "The rows, and the metric's distances to them (float32), nearest first."
     if lists.distance_fn == 'cosine': return rows, (1 + scores).astype(np.float32)
     if lists.distance_fn == 'dot': return rows, scores.astype(np.float32)
     return _exact_euclidean(Q, rows, lists.view.matrix)
 
-# %% ../nbs/01_ivf_index.ipynb #deafdacf
 def _check_query_values(Q:np.ndarray) -> np.ndarray:
     "`Q` if all its values are finite and within ±MAX_VALUE, else a ValueError naming the first bad query."
     if (bad := _bad_row(Q)) >= 0: raise ValueError(f"query {bad} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
     return Q
 
-# %% ../nbs/01_ivf_index.ipynb #48b20940
 def _check_queries(queries, d:int) -> np.ndarray:
     "Queries as a C-contiguous (nq, d) float32 array, or an error saying what is wrong."
     try: Q = np.asarray(queries)
@@ -479,7 +455,6 @@ def _check_queries(queries, d:int) -> np.ndarray:
     if Q.shape[1] != d: raise ValueError(f"query has dimension {Q.shape[1]}, index expects {d}")
     return _check_query_values(np.ascontiguousarray(Q, np.float32))
 
-# %% ../nbs/01_ivf_index.ipynb #3c1417b8
 def _probe_and_scan(lists:InvertedLists, Qm, nprobe:int, k:int, m:int, mask, n_allowed) -> tuple:
     "Rows and scan scores of each query's `k` best: rank the lists, probe until `k` allowed rows, scan `m` candidates, re-rank sq8."
     with blas_single_thread() as n_threads:
@@ -489,7 +464,6 @@ def _probe_and_scan(lists:InvertedLists, Qm, nprobe:int, k:int, m:int, mask, n_a
         if lists.codes is not None: rows, scores = rerank(Qm, rows, lists, k)
     return rows, scores
 
-# %% ../nbs/01_ivf_index.ipynb #11bc8f7c
 def _ids_of_rows(view:StorageView, rows:np.ndarray) -> np.ndarray:
     "The int64 ids of `rows` in `view`, -1 where a row is -1 (no result)."
     found = rows >= 0
@@ -525,7 +499,6 @@ def search_batch(self:IVFIndex,
     "Ids (nq, k) int64 and distances (nq, k) float32 of the nearest vectors, nearest first, padded with -1 / inf."
     return self._search(self._reader_lists(), queries, k, nprobe, where, rerank)
 
-# %% ../nbs/01_ivf_index.ipynb #99b93744
 @patch
 def search(self:IVFIndex,
     query_vector,       # one vector (d,)
@@ -552,7 +525,6 @@ def search_records_batch(self:IVFIndex,
     view = lists.view
     return [L((i, d, view.metadata(view.row_of(i))) for i, d in zip(r, s) if i >= 0) for r, s in zip(ids.tolist(), dist.tolist())]
 
-# %% ../nbs/01_ivf_index.ipynb #d8fe2284
 @patch
 def search_records(self:IVFIndex,
     query_vector,       # one vector (d,)
@@ -568,7 +540,6 @@ def _flat_scores(lists:InvertedLists, Qm, lo:int, hi:int) -> np.ndarray:
     "Float32 scan scores (nq, hi - lo) of rows lo:hi for transformed queries `Qm`, as a flat scan computes them."
     return lists._products(Qm, slice(lo, hi))
 
-# %% ../nbs/01_ivf_index.ipynb #6063c133
 def _brute_force(lists:InvertedLists, Qm, k:int, allowed=None, block:int=16384):
     "Rows (nq, k) of the k best scores over every allowed row (live rows by default), nearest first, -1 for none."
     allowed, hs, hr = lists.view.alive if allowed is None else allowed, *empty_heaps(len(Qm), k)
@@ -579,7 +550,6 @@ def _brute_force(lists:InvertedLists, Qm, k:int, allowed=None, block:int=16384):
         push_block(hs, hr, everyone, S, lo, NO_ROWS)
     return sorted_heaps(hs, hr, k)[0]
 
-# %% ../nbs/01_ivf_index.ipynb #c7e61ac5
 def _neighbours_with_ties(lists:InvertedLists, Qm, qrows, k:int):
     "For each query (a stored row, left out), its k nearest rows and every other row tied with the k-th: (nq, 2k+1) rows, -1 padded."
     best = _brute_force(lists, Qm, 2 * k + 1)
@@ -594,7 +564,6 @@ def _neighbours_with_ties(lists:InvertedLists, Qm, qrows, k:int):
         out[i, :len(keep)] = keep
     return out
 
-# %% ../nbs/01_ivf_index.ipynb #51939b8a
 def _probes_needed(lists:InvertedLists, Qm, truth_rows, k:int) -> np.ndarray:
     "For each query, the list ranks (1 = nearest centroid) its k nearest rows need, nearest-ranked first, ties taken as they help."
     order = lists.quantizer.rank(Qm, lists.n_lists)[0]
@@ -603,7 +572,6 @@ def _probes_needed(lists:InvertedLists, Qm, truth_rows, k:int) -> np.ndarray:
     ranks = np.where(truth_rows >= 0, rank_of[np.arange(len(Qm))[:, None], lists.list_of_row[np.maximum(truth_rows, 0)]], lists.n_lists + 1)
     return np.sort(ranks, axis=1)[:, :k]
 
-# %% ../nbs/01_ivf_index.ipynb #c9218523
 def _calibration_truth(lists:InvertedLists, live:np.ndarray, k:int, n_queries:int, seed:int) -> tuple:
     "Live rows drawn as held-out queries: their vectors, their ids, their true neighbours' ids (ties in) and the sorted list ranks those need."
     view = lists.view
@@ -618,14 +586,12 @@ def _nprobe_for(need:np.ndarray, target_recall:float) -> int:
     "The smallest nprobe that probes a share `target_recall` of the true neighbours' lists, from their sorted list ranks `need`."
     return int(need[min(len(need) - 1, int(np.ceil(target_recall * len(need))) - 1)])
 
-# %% ../nbs/01_ivf_index.ipynb #653b0fad
 @patch
 def _held_out_recall(self:IVFIndex, lists, Q, qids, truth, k, nprobe, rerank_k=None) -> float:
     "Recall@k of a search of stored vectors `Q` (ids `qids`): the share of the k found (own id left out) in `truth`, each query's ids at most as far as its k-th nearest (ties count)."
     found = self._search(lists, Q, k + 1, nprobe, None, rerank_k)[0]
     return float(np.mean([min(k, len(set([i for i in f if i != q][:k]) & t)) / k for f, q, t in zip(found.tolist(), qids.tolist(), truth)]))
 
-# %% ../nbs/01_ivf_index.ipynb #7580c14a
 _RERANK_STEPS = (1, 2, 3, 4, 6, 8, 12, 16)
 
 def _sq8_setting(recall, nprobe:int, n_lists:int, n_live:int, k:int, target_recall:float) -> tuple:
@@ -635,7 +601,6 @@ def _sq8_setting(recall, nprobe:int, n_lists:int, n_live:int, k:int, target_reca
     steps = [*_RERANK_STEPS] + [2 ** e for e in range(5, int(np.ceil(np.log2(max(2, n_live / k)))) + 1)]  # up to every row
     return nprobe, next((r for r in steps if recall(nprobe, r) >= target_recall), steps[-1])
 
-# %% ../nbs/01_ivf_index.ipynb #ae4b9aa2
 @patch
 def _calibration(self:IVFIndex, lists:InvertedLists, target_recall, k:int, n_queries:int, seed:int, t0:float) -> dict:
     "The calibration report on the snapshot `lists`: the cheapest setting that reaches `target_recall`, and what it measured."
@@ -651,7 +616,6 @@ def _calibration(self:IVFIndex, lists:InvertedLists, target_recall, k:int, n_que
                 lost_to_probing=round(1 - ceiling, 4), lost_to_quantisation=round(max(ceiling - got, 0.0), 4) if sq8 else 0.0,
                 reached=got >= target_recall, seconds=round(time.perf_counter() - t0, 3))
 
-# %% ../nbs/01_ivf_index.ipynb #c6aac159
 def _check_target_recall(target_recall):
     "`target_recall` if it is a real number in (0, 1], else a ValueError."
     if isinstance(target_recall, (bool, np.bool_)) or not isinstance(target_recall, numbers.Real) or not 0 < target_recall <= 1:
@@ -677,7 +641,6 @@ def calibrate(self:IVFIndex,
 # %% ../nbs/01_ivf_index.ipynb #f952e0ba
 def _ordinal(n:int) -> str: return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
-# %% ../nbs/01_ivf_index.ipynb #ad5e4897
 @patch
 def _explain_rank(self:IVFIndex, lists, Q, row, k, allowed) -> dict:
     "Exact rank of `row` among the allowed rows for the one query `Q`, its distance and the k-th nearest's."
@@ -688,7 +651,6 @@ def _explain_rank(self:IVFIndex, lists, Q, row, k, allowed) -> dict:
     dist = pairwise_distances(Q, lists.view.matrix[[row, kth]], self.distance_fn)[0]
     return dict(exact_rank=better + 1, distance=round(float(dist[0]), 6), kth_distance=round(float(dist[1]), 6))
 
-# %% ../nbs/01_ivf_index.ipynb #d37ffe3e
 @patch
 def _explain_codes(self:IVFIndex, lists, Q, row, probed, allowed) -> int:
     "Rank of `row` by its 8-bit score among the allowed rows of the `probed` lists (1 = best)."
@@ -699,7 +661,6 @@ def _explain_codes(self:IVFIndex, lists, Q, row, probed, allowed) -> int:
     R = np.concatenate([np.arange(r, r + len(s)) if isinstance(r, int) else r for s, r in scored])
     return int((S <= S[R == row][0]).sum())  # hidden rows score inf; ties counted ahead: the search may keep either
 
-# %% ../nbs/01_ivf_index.ipynb #65cdeb46
 def _excluded(view:StorageView, id, row:int, allowed, where):
     "Why `id` cannot be a result at any `nprobe` (deleted, never issued, filtered out by `where`), or None if it can."
     if row < 0:
@@ -707,7 +668,6 @@ def _excluded(view:StorageView, id, row:int, allowed, where):
         return f"id {id} was deleted" if issued else f"no vector has id {id!r}"
     if not allowed[row]: return f"id {id} is filtered out: its metadata {view.metadata(row)} does not match where={where!r}"
 
-# %% ../nbs/01_ivf_index.ipynb #32342f72
 def _lists_probed(lists:InvertedLists, Qm, nprobe:int, k:int, n_allowed) -> tuple:
     "For the one query `Qm`: the lists a search probes (extended until `k` allowed rows), and every list in centroid order."
     probes, scores = lists.quantizer.rank(Qm, nprobe)
@@ -729,7 +689,6 @@ def _explain_row(self:IVFIndex, lists:InvertedLists, Q, row:int, out:dict, found
         return {**out, 'reason': f"not among the {k} nearest: it is the {_ordinal(out['exact_rank'])} nearest (distance {out['distance']:.4g}; the {_ordinal(k)} is at {out['kth_distance']:.4g})"}
     return self._missed_reason(lists, Q, row, out, probed, ranked, allowed, rr)
 
-# %% ../nbs/01_ivf_index.ipynb #c974d802
 @patch
 def _missed_reason(self:IVFIndex, lists:InvertedLists, Q, row:int, out:dict, probed:list, ranked:list, allowed, rr:int) -> dict:
     "`out` with why a row among the `k` nearest was not returned: its list was not probed, its 8-bit score pushed it out, or a tie."
@@ -742,7 +701,6 @@ def _missed_reason(self:IVFIndex, lists:InvertedLists, Q, row:int, out:dict, pro
         return {**out, 'rerank': rr, 'code_rank': a, 'reason': f"pushed out by 8-bit quantisation: its 8-bit score ranks {_ordinal(a)} in the probed lists, past the {rr * k} candidates re-scored: use rerank >= {-(-a // k)}"}
     return {**out, 'reason': f"tied at the {_ordinal(k)} distance ({out['kth_distance']:.4g}) with a vector that was returned"}
 
-# %% ../nbs/01_ivf_index.ipynb #188b5fd9
 @patch
 def _explain_args(self:IVFIndex, lists:InvertedLists, query, k, nprobe, rerank) -> tuple:
     "The checked query (one row), `k`, `nprobe` and `rerank` of an `explain`, the index's own where not given."
@@ -795,7 +753,6 @@ def add(self:IVFIndex, vector, metadata:dict=None) -> int:
     "Store one vector and append it to its nearest list; returns its id."
     return self.storage.add(vector, metadata)
 
-# %% ../nbs/01_ivf_index.ipynb #4191386b
 @patch
 def delete(self:IVFIndex, id) -> bool:
     "Remove `id` from the storage and the index; False if there is no such id."
@@ -823,7 +780,6 @@ def _index_extras(self:IVFIndex, view:StorageView) -> dict:
     if self._sq is not None: extras.update(ivf_codes=self._codes[:view.n_rows], ivf_sq8_vmin=self._sq.vmin, ivf_sq8_scale=self._sq.scale)
     return extras
 
-# %% ../nbs/01_ivf_index.ipynb #51fe3ba1
 @patch
 def _saved_settings(self:IVFIndex) -> dict:
     "The settings `save` writes (and `load` passes back to the constructor), with the calibration report and the format."
@@ -836,10 +792,12 @@ def _saved_settings(self:IVFIndex) -> dict:
 def load(cls:IVFIndex,
     path,             # a file written by `IVFIndex.save`
     mmap:bool=False,  # memory-map the vectors (read-only until the first change)
+    verify:bool=True, # check the stored vectors' checksum; False opens faster and trusts the file
 ) -> IVFIndex:
     "Reopen an index saved with `save`, without re-clustering."
-    s = VectorStorage.load(path, mmap=mmap)
+    s = VectorStorage.load(path, mmap=mmap, verify=verify)
     ex = s.extras
+    if not hasattr(cls, 'identity'): _refuse_shard_file(ex, path)  # the shard servers' index keeps its shard `identity`: it opens its own file
     settings = _index_settings(ex, path)
     try: index = cls(s, **settings)
     except (TypeError, ValueError) as e: raise CorruptStoreError(f"{path} is corrupt: its index settings are invalid ({e})") from None
@@ -849,6 +807,15 @@ def load(cls:IVFIndex,
     return index
 
 # %% ../nbs/01_ivf_index.ipynb #2f6562fa
+SHARD_KEY = "minivecdb_shard"  # the extra that makes a store file one shard of a sharded store (its identity)
+
+def _refuse_shard_file(ex:dict, path):
+    "A clear error when the store at `path` is one shard of a sharded store: its ids are the shard's own, not the store's."
+    if SHARD_KEY not in ex: return
+    ident = ex[SHARD_KEY] if isinstance(ex[SHARD_KEY], dict) else {}
+    which = f"shard {ident['shard']} of {ident['n_shards']}" if {'shard', 'n_shards'} <= ident.keys() else "a shard"
+    raise ValueError(f"{path} is {which} of a sharded store; open its directory with ShardedIndex.load({str(Path(path).parent)!r})")
+
 def _index_settings(ex:dict, path) -> dict:
     "The saved settings in a store's extras, as `IVFIndex` keywords, after checking that the index sections are there."
     if 'ivf_settings' not in ex: raise ValueError(f"{path} holds a storage but no IVF index: build one with IVFIndex(storage).build()")
@@ -857,7 +824,6 @@ def _index_settings(ex:dict, path) -> dict:
         raise CorruptStoreError(f"{path} is corrupt: its index settings or sections are missing or of the wrong type")
     return dict({k: cfg[k] for k in keys}, codec=cfg.get('codec', 'flat'), rerank=cfg.get('rerank', 4))
 
-# %% ../nbs/01_ivf_index.ipynb #cf778dc2
 def _index_arrays(ex:dict, d:int, next_id:int, path) -> tuple:
     "The saved centroids, offsets and `list_of_id`, after checking they describe lists of `d`-dim vectors for every id below `next_id`."
     centroids = np.asarray(ex['ivf_centroids'], np.float32)
@@ -868,7 +834,6 @@ def _index_arrays(ex:dict, d:int, next_id:int, path) -> tuple:
         raise CorruptStoreError(f"{path}: the index sections do not fit together (centroids, offsets, lists)")
     return centroids, offsets, list_of_id
 
-# %% ../nbs/01_ivf_index.ipynb #92c3a8ae
 @patch
 def _restore(self:IVFIndex, ex:dict, view:StorageView, centroids, offsets, list_of_id, path):
     "Take the saved lists as this index's (under the storage's write lock), watch the storage, and take up its rows."
@@ -880,7 +845,6 @@ def _restore(self:IVFIndex, ex:dict, view:StorageView, centroids, offsets, list_
     self.storage.watch(self._on_change, self._on_replaced)
     self._adopt_saved(ex, view, offsets, codes, path)
 
-# %% ../nbs/01_ivf_index.ipynb #eb8a648a
 @patch
 def _adopt_saved(self:IVFIndex, ex:dict, view:StorageView, offsets, codes, path):
     "Adopt rows saved in list order and publish them; lay JSON's id-ordered rows out again; anything else is corrupt."
@@ -895,7 +859,6 @@ def _adopt_saved(self:IVFIndex, ex:dict, view:StorageView, offsets, codes, path)
     elif str(path).lower().endswith('.json'): self._relayout(view)  # JSON keeps rows in id order: lay them out (published on release)
     else: raise CorruptStoreError(f"{path}: the index's lists do not match the stored rows")
 
-# %% ../nbs/01_ivf_index.ipynb #52edc370
 @patch
 def _load_codes(self:IVFIndex, ex:dict, view:StorageView, path):
     "Take the 8-bit quantiser from a store's extras, and its codes when they fit the rows (None: they are encoded again)."
