@@ -220,6 +220,11 @@ def cli_stats_bad_stores(t):
     return worst(outs, labels)
 
 
+def _sigint_default():
+    "Start a child with SIGINT at its default, as a terminal does, even when this suite runs as a background job."
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _ctrl_c(t, when, attempts, delays=(0.0,)):
     "Run the real `minivecdb index` and send SIGINT just after the store appears ('after save') or while embedding."
     src = _texts(t, n=400 if when == "during embedding" else N_TEXTS)
@@ -228,27 +233,49 @@ def _ctrl_c(t, when, attempts, delays=(0.0,)):
     for a in range(attempts + 2):  # a run that ends before the signal is inconclusive: try again, a little
         if len([r for r in results if r is not None]) >= attempts: break
         for f in t.tmp.glob("*c.mvdb*"): f.unlink()
-        p = subprocess.Popen(cli_command() + ["index", str(src), "-o", str(out)] + (["-q"] if when == "after save" else []),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
-        t0 = time.time()
+        so_path, se_path = t.tmp / "ctrl_c.out", t.tmp / "ctrl_c.err"
+        with open(so_path, "w") as so_f, open(se_path, "w") as se_f:
+            p = subprocess.Popen(cli_command() + ["index", str(src), "-o", str(out)] + (["-q"] if when == "after save" else []),
+                                 stdout=so_f, stderr=se_f, env=cli_env(), preexec_fn=_sigint_default)
+        t0 = time.time()  # the waits below are limits against a hang (the case's own timeout is larger), not measurements
         if when == "after save":
-            while not out.exists() and p.poll() is None and time.time() - t0 < 90: time.sleep(0.0005)
+            while not out.exists() and p.poll() is None and time.time() - t0 < 600: time.sleep(0.0005)
             time.sleep(delays[a % len(delays)])  # the store is saved; the process is finishing
-        else:
-            time.sleep(0.05)
-            # wait for the progress bar: embedding has started
-            while p.poll() is None and time.time() - t0 < 90:
-                if any(f.name.endswith(".tmp") for f in t.tmp.iterdir()): break
-                time.sleep(0.2)
-                if time.time() - t0 > 7: break
+        else:  # wait for the progress bar: embedding has started
+            while p.poll() is None and "embedding" not in se_path.read_text() and time.time() - t0 < 600: time.sleep(0.01)
         if p.poll() is not None:
-            p.communicate(); results.append(None); continue
+            p.wait(); results.append(None); continue
         os.kill(p.pid, signal.SIGINT)
-        try: so, se = p.communicate(timeout=60)
+        try: p.wait(timeout=300)
         except subprocess.TimeoutExpired:
-            p.kill(); p.communicate(); return crash("still running 60 s after Ctrl-C")
-        results.append((p.returncode, so, se))
+            p.kill(); p.wait(); return crash("still running 300 s after Ctrl-C")
+        results.append((p.returncode, so_path.read_text(), se_path.read_text()))
     return results
+
+
+AT_IMPORT = """import os, signal, sys
+sys.addaudithook(lambda event, args: event == "import" and args[0] == os.environ["SIGINT_AT_IMPORT"] and os.kill(os.getpid(), signal.SIGINT))
+from minivecdb.cli import main
+sys.exit(main())"""
+
+
+@case("CLI", cost=4, timeout=150)
+def cli_ctrl_c_during_imports(t):
+    """`minivecdb index` (run as its console script runs it) interrupted exactly as numpy imports `datetime` from its compiled
+    core, and as `torch` starts to be imported (an audit hook sends the SIGINT, whatever the machine's load): exit 130 with the
+    one line "minivecdb: interrupted", never numpy's "PyCapsule_Import could not import module" ImportError (issue 21)."""
+    src = _texts(t, n=5)
+    outs, labels = [], []
+    for module in ("datetime", "torch"):
+        r = subprocess.run([sys.executable, "-c", AT_IMPORT, "index", str(src), "-o", str(t.tmp / "i.mvdb"), "-q"], capture_output=True,
+                           text=True, timeout=300, env={**cli_env(), "SIGINT_AT_IMPORT": module}, preexec_fn=_sigint_default)
+        if (r.returncode, r.stdout, r.stderr) == (130, "", "minivecdb: interrupted\n"): outs.append(ok())
+        elif "Traceback" in r.stderr or "Original error" in r.stderr:
+            outs.append(unclear(f"exit {r.returncode}: {' / '.join(stderr_lines(r.stderr))[-200:]!r}"))
+        else: outs.append(wrong(f"exit {r.returncode} (expected 130), stdout {r.stdout[-80:]!r}, stderr {stderr_lines(r.stderr)[-2:]!r}"))
+        labels.append(f"at import {module}")
+    if (t.tmp / "i.mvdb").exists(): outs.append(wrong("a store was written though the run was interrupted before embedding"))
+    return worst(outs, labels + ["store"][:len(outs) - len(labels)])
 
 
 @case("CLI", cost=8, timeout=150)
@@ -325,3 +352,25 @@ def cli_real_index_then_search(t):
     r = subprocess.run(cli_command() + ["stats", str(out), "--json"], capture_output=True, text=True, timeout=60, env=cli_env())
     st = json.loads(r.stdout)
     return ok() if st.get("n_vectors") == N_TEXTS else wrong(f"stats: {st}")
+
+
+@case("CLI", group="cli", cost=3, timeout=120)
+def cli_csv_numbers_are_numbers(t):
+    """`minivecdb index` of a CSV with a year column and a zip-code column: the year is stored as a number, so
+    `{"year": 2010}` matches it, and the zip codes keep their leading zeros as text (issue 21: every CSV column was text)."""
+    rows = [f"headline number {i},{2010 if i % 2 else 2024},{i:05d}" for i in range(N_TEXTS)]
+    p = t.tmp / "y.csv"; p.write_text("text,year,zip\n" + "\n".join(rows) + "\n")
+    out = t.tmp / "y.mvdb"
+    rc, so, se = run_cli(["index", p, "-o", out, "-q"])
+    if rc != 0: return wrong(f"index: exit {rc}: {' / '.join(stderr_lines(se))[-200:]!r}")
+    L = lib()
+    ix = L.IVFIndex.load(out)
+    try:
+        metas = [m for _, _, m in ix.storage.get_all()]
+        got = ix.search(np.asarray(ix.storage.get(1)[0]), k=N_TEXTS, nprobe=len(ix.centroids), where={"year": 2010})
+    except Exception as e: return unexpected(e)
+    finally: ix.storage.close()
+    if [type(m["year"]) for m in metas[:2]] != [int, int]: return wrong(f"year stored as {type(metas[0]['year']).__name__}: {metas[0]}")
+    if metas[1]["zip"] != "00001": return wrong(f"zip 00001 stored as {metas[1]['zip']!r}")
+    n = len(list(got))
+    return ok(f"{n} matches") if n == N_TEXTS // 2 else wrong(f'where={{"year": 2010}} matched {n} of {N_TEXTS // 2} items')
