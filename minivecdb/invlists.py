@@ -16,7 +16,6 @@ __all__ = ['normalise', 'query_transform', 'rank_lists', 'row_terms', 'CoarseQua
            'blas_single_thread', 'rank_batch', 'grouped_scan', 'scan_one', 'ScalarQuantizer', 'rerank']
 
 # %% ../nbs/01a_inverted_lists.ipynb #ce1007b2
-#| code-fold: true
 def normalise(X):
     "Rows of `X` scaled to unit length (float32); zero rows stay zero, and tiny or huge rows lose no precision."
     X = np.atleast_2d(np.asarray(X, np.float32))
@@ -29,7 +28,6 @@ def normalise(X):
     return Y / np.where(norm > 0, norm, 1)
 
 # %% ../nbs/01a_inverted_lists.ipynb #e0accffb
-#| code-fold: true
 def query_transform(Q,               # (nq, d) float32 queries
                     distance_fn,     # 'cosine', 'dot' or 'euclidean'
                     shift=None,      # euclidean: the point the index measures from (None: the origin)
@@ -40,7 +38,6 @@ def query_transform(Q,               # (nq, d) float32 queries
     return -2 * (Q if shift is None else Q - shift)
 
 # %% ../nbs/01a_inverted_lists.ipynb #654a6dca
-#| code-fold: true
 def _nearest_first(S, nprobe:int):
     "Columns of the `nprobe` smallest entries of each row of `S`, smallest first."
     if nprobe >= S.shape[1]: return np.argsort(S, axis=1)
@@ -52,7 +49,6 @@ def _nearest_first(S, nprobe:int):
     return np.take_along_axis(part, np.argsort(np.take_along_axis(S, part, 1), axis=1), 1)
 
 # %% ../nbs/01a_inverted_lists.ipynb #59fd63de
-#| code-fold: true
 def rank_lists(Qm,            # (nq, d) transformed queries
                centroids,     # (n_lists, d)
                centroid_bias, # (n_lists,) ‖c − shift‖² for euclidean, else None
@@ -64,7 +60,6 @@ def rank_lists(Qm,            # (nq, d) transformed queries
     return _nearest_first(S, nprobe), S
 
 # %% ../nbs/01a_inverted_lists.ipynb #915ccd13
-#| code-fold: true
 def row_terms(X,               # (n, d) float32 rows
               distance_fn,     # the index's metric
               shift=None,      # euclidean: the point distances are measured from
@@ -82,7 +77,6 @@ def row_terms(X,               # (n, d) float32 rows
     return out
 
 # %% ../nbs/01a_inverted_lists.ipynb #3f0583ef
-#| code-fold: true
 class CoarseQuantizer:
     "The centroids that define the inverted lists, and how a query ranks them (FAISS's coarse quantizer)."
     def __init__(self,
@@ -97,7 +91,6 @@ class CoarseQuantizer:
         self.centroid_bias = (C ** 2).sum(1).astype(np.float32) if distance_fn == 'euclidean' else None
 
 # %% ../nbs/01a_inverted_lists.ipynb #0f472896
-#| code-fold: true
 @patch(as_prop=True)
 def n_lists(self:CoarseQuantizer) -> int:
     "The number of centroids, one per inverted list."
@@ -109,7 +102,6 @@ def __repr__(self:CoarseQuantizer):
     return f"CoarseQuantizer({self.n_lists} centroids, distance_fn={self.distance_fn!r})"
 
 # %% ../nbs/01a_inverted_lists.ipynb #615ef247
-#| code-fold: true
 @patch
 def transform(self:CoarseQuantizer, Q) -> np.ndarray:
     "Queries as the scan multiplies them (`query_transform` with this metric and shift)."
@@ -121,7 +113,6 @@ def rank(self:CoarseQuantizer, Qm, nprobe:int):
     return rank_lists(Qm, self.ranked, self.centroid_bias, min(nprobe, self.n_lists))
 
 # %% ../nbs/01a_inverted_lists.ipynb #f9f4ad83
-#| code-fold: true
 @patch
 def assign(self:CoarseQuantizer, X, block:int=8192) -> np.ndarray:
     "The list (int32) each row of `X` belongs in: its nearest centroid, ranked as queries rank them, in blocks of rows."
@@ -130,13 +121,11 @@ def assign(self:CoarseQuantizer, X, block:int=8192) -> np.ndarray:
     return out
 
 # %% ../nbs/01a_inverted_lists.ipynb #6540aad9
-#| code-fold: true
 class RowMask:
     "Rows a scan may return (`allowed`, bool per row) and the lists holding rows it may not (`lists`, bool per list)."
     def __init__(self, allowed, lists): self.allowed, self.lists = allowed, lists
 
 # %% ../nbs/01a_inverted_lists.ipynb #5b212ef9
-#| code-fold: true
 class InvertedLists:
     "The inverted lists of an index at one moment: each list's rows in a `StorageView`, and how to score them. Never changes."
     def __init__(self,
@@ -168,7 +157,6 @@ class InvertedLists:
         self.codes, self.sq = codes, sq
 
 # %% ../nbs/01a_inverted_lists.ipynb #7d3cb809
-#| code-fold: true
 @patch(as_prop=True)
 def n_lists(self:InvertedLists) -> int:
     "The number of lists (the quantizer's centroids)."
@@ -181,13 +169,11 @@ def __repr__(self:InvertedLists):
             f"{self.view.n_dead} deleted, distance_fn={self.distance_fn!r}, codec={'flat' if self.codes is None else 'sq8'!r})")
 
 # %% ../nbs/01a_inverted_lists.ipynb #5042669e
-#| code-fold: true
 def _all_unit(term, distance_fn) -> bool:
     "Cosine rows that all have length 1, so the scan can skip their scale."
     return distance_fn == 'cosine' and bool(np.all(np.abs(term - 1) < 1e-4))
 
 # %% ../nbs/01a_inverted_lists.ipynb #c470624c
-#| code-fold: true
 @patch(cls_method=True)
 def from_rows(cls:InvertedLists,
     view:StorageView,          # rows already grouped by list: every list one contiguous block, in list order
@@ -203,7 +189,6 @@ def from_rows(cls:InvertedLists,
     return cls(view, quantizer, offsets, list_of_row, row_term, _all_unit(row_term, quantizer.distance_fn))
 
 # %% ../nbs/01a_inverted_lists.ipynb #7f875291
-#| code-fold: true
 @patch
 def rows(self:InvertedLists, c:int):
     "The rows of list `c`: an int (the start of a plain block) or an array when it has a tail."
@@ -212,7 +197,6 @@ def rows(self:InvertedLists, c:int):
     return np.concatenate([np.arange(s, e), self.tail_rows[self.tail_offsets[c]:self.tail_offsets[c + 1]]])
 
 # %% ../nbs/01a_inverted_lists.ipynb #1305fd97
-#| code-fold: true
 @patch
 def _masked_rows(self:InvertedLists, c:int, mask:RowMask=None):
     "The rows of list `c` to score and which of them to hide (None: none); (None, None) when the mask hides them all."
@@ -235,7 +219,6 @@ def _products(self:InvertedLists, Qs, at, q0=None):
     return S
 
 # %% ../nbs/01a_inverted_lists.ipynb #6ba13f69
-#| code-fold: true
 @patch
 def score(self:InvertedLists,
     Qs,                  # (m, d) transformed queries
@@ -252,7 +235,6 @@ def score(self:InvertedLists,
     return S, rows
 
 # %% ../nbs/01a_inverted_lists.ipynb #f310dd3a
-#| code-fold: true
 @patch
 def row_mask(self:InvertedLists,
     allowed=None, # bool per row (live and matching a filter: `StorageView.where_mask`), or None for every live row
@@ -265,7 +247,6 @@ def row_mask(self:InvertedLists,
     return RowMask(allowed, n_allowed < self.list_rows), n_allowed
 
 # %% ../nbs/01a_inverted_lists.ipynb #7699153d
-#| code-fold: true
 def _small_ints(a):
     "`a` as int16 when its values fit: numpy's stable sort of 16-bit ints is a radix sort, several times faster."
     return a.astype(np.int16) if len(a) and 0 <= a.min() and a.max() < 2**15 else a
@@ -279,7 +260,6 @@ def _groups(lists):
     return o, gs.tolist(), ge.tolist(), (sl[gs].tolist() if len(sl) else [])
 
 # %% ../nbs/01a_inverted_lists.ipynb #3daefb1e
-#| code-fold: true
 def _split(items, weights, n):
     "Cut `items` into at most `n` contiguous, non-empty chunks of about equal total weight."
     if n <= 1 or len(items) < 2 * n: return [items]
@@ -301,7 +281,6 @@ def _run(fn, chunks, n_threads):
     return [fn(chunks[0])] + [f.result() for f in rest]  # the caller works too: one hand-off fewer
 
 # %% ../nbs/01a_inverted_lists.ipynb #39f74ab3
-#| code-fold: true
 def _openblas_libs():
     "Paths of the OpenBLAS libraries threadpoolctl finds with their own threads (not OpenMP), numpy's first."
     try: from threadpoolctl import ThreadpoolController
@@ -322,7 +301,6 @@ def _openblas_threads():
     return None
 
 # %% ../nbs/01a_inverted_lists.ipynb #38696362
-#| code-fold: true
 _blas_lock, _blas_state = threading.Lock(), dict(depth=0, api=None, before=1)
 
 class blas_single_thread:
@@ -339,7 +317,6 @@ class blas_single_thread:
             return _blas_state['before']
 
 # %% ../nbs/01a_inverted_lists.ipynb #0af270d8
-#| code-fold: true
 @patch
 def __exit__(self:blas_single_thread, *exc):
     "Leave: the last scan out gives BLAS back the thread count it had."
@@ -348,7 +325,6 @@ def __exit__(self:blas_single_thread, *exc):
         if _blas_state['depth'] == 0 and _blas_state['api']: _blas_state['api'][1](_blas_state['before'])
 
 # %% ../nbs/01a_inverted_lists.ipynb #3e4ea7f8
-#| code-fold: true
 def rank_batch(quantizer:CoarseQuantizer, Qm, nprobe:int, n_threads:int=1):
     "`quantizer.rank(Qm, nprobe)` with the queries split over `n_threads` threads (call it with BLAS on one thread)."
     if n_threads <= 1 or len(Qm) < 2 * n_threads: return quantizer.rank(Qm, nprobe)
@@ -356,7 +332,6 @@ def rank_batch(quantizer:CoarseQuantizer, Qm, nprobe:int, n_threads:int=1):
     return np.vstack([p for p, _ in parts]), np.vstack([s for _, s in parts])
 
 # %% ../nbs/01a_inverted_lists.ipynb #cf44cefa
-#| code-fold: true
 def _list_pairs(probes, # (nq, P) lists per query, -1 for none
                ):
     "Query of each (query, list) pair, sorted by list, and the runs (start, end, list) of pairs sharing a list."
@@ -383,7 +358,6 @@ def _merged(parts):
     return hs, hr
 
 # %% ../nbs/01a_inverted_lists.ipynb #0398747e
-#| code-fold: true
 def grouped_scan(Qm,                 # (nq, d) transformed queries
                  probes,             # (nq, P) lists to scan per query, -1 for none
                  lists:InvertedLists,# the lists and how to score them
@@ -399,7 +373,6 @@ def grouped_scan(Qm,                 # (nq, d) transformed queries
     return sorted_heaps(*_merged(parts), k)
 
 # %% ../nbs/01a_inverted_lists.ipynb #f5f23baa
-#| code-fold: true
 def _segments(lists:InvertedLists, probe_lists):
     "The blocks (starts, ends) and the tail rows of the lists `probe_lists`, as the one-query kernels take them."
     c = np.asarray(probe_lists, np.int64)
@@ -424,7 +397,6 @@ def _scan_lists(qm, probe_lists, lists:InvertedLists, k:int, mask:RowMask=None):
     return hs, hr
 
 # %% ../nbs/01a_inverted_lists.ipynb #275fd28d
-#| code-fold: true
 def scan_one(qm,                  # (d,) one transformed query
              probe_lists,         # the lists to scan
              lists:InvertedLists, # the lists and how to score them
@@ -440,14 +412,12 @@ def scan_one(qm,                  # (d,) one transformed query
     return sorted_heaps(hs, hr, k)
 
 # %% ../nbs/01a_inverted_lists.ipynb #be04a155
-#| code-fold: true
 class ScalarQuantizer:
     "8-bit codes per dimension: `x_j ≈ vmin_j + scale_j · code_j` (FAISS's `QT_8bit`), with the range clipped at quantiles."
     def __init__(self, vmin, scale): self.vmin, self.scale = np.asarray(vmin, np.float32), np.asarray(scale, np.float32)
     def __repr__(self): return f"ScalarQuantizer({len(self.vmin)} dimensions)"
 
 # %% ../nbs/01a_inverted_lists.ipynb #5ae58616
-#| code-fold: true
 @patch(cls_method=True)
 def train(cls:ScalarQuantizer, X, clip:float=0.999, max_rows:int=65536, seed:int=0):
     "The range of each dimension: the `1-clip` and `clip` quantiles of (at most `max_rows` of) the rows of `X`."
@@ -456,7 +426,6 @@ def train(cls:ScalarQuantizer, X, clip:float=0.999, max_rows:int=65536, seed:int
     return cls(lo, np.maximum((hi - lo) / 255, 1e-30))
 
 # %% ../nbs/01a_inverted_lists.ipynb #cd45527b
-#| code-fold: true
 @patch
 def encode(self:ScalarQuantizer, X, block:int=65536) -> np.ndarray:
     "uint8 codes of the rows of `X`, clipped to the trained range."
@@ -467,14 +436,12 @@ def encode(self:ScalarQuantizer, X, block:int=65536) -> np.ndarray:
     return out
 
 # %% ../nbs/01a_inverted_lists.ipynb #026aae4a
-#| code-fold: true
 @patch
 def decode(self:ScalarQuantizer, C) -> np.ndarray:
     "The float32 vectors that 8-bit codes `C` stand for: `vmin + scale·C`."
     return self.vmin + self.scale * np.asarray(C, np.float32)
 
 # %% ../nbs/01a_inverted_lists.ipynb #838b152d
-#| code-fold: true
 @patch
 def tables(self:ScalarQuantizer, Qm):
     "The scaled queries `Qm·scale` and constants `Qm·vmin`: `Qm·x ≈ q0 + codes·Qs`."
@@ -482,7 +449,6 @@ def tables(self:ScalarQuantizer, Qm):
     return np.ascontiguousarray(Qm * self.scale, np.float32), (Qm @ self.vmin).astype(np.float32)
 
 # %% ../nbs/01a_inverted_lists.ipynb #e5daf09a
-#| code-fold: true
 def _scan_probes(Qm, probes, lists:InvertedLists, m:int, mask:RowMask, n_threads:int) -> tuple:
     "Each query's `m` best rows in its `probes` lists: `scan_one` for one query, `grouped_scan` for a batch (threads from 64 queries)."
     if len(Qm) == 1: return scan_one(Qm[0], probes[0][probes[0] >= 0], lists, m, mask, n_threads)
@@ -495,7 +461,6 @@ def _rescored(Qm, rows, lists:InvertedLists) -> np.ndarray:
     return scores
 
 # %% ../nbs/01a_inverted_lists.ipynb #9bff91a3
-#| code-fold: true
 def rerank(Qm,                  # (nq, d) transformed queries
            rows,                # (nq, m) candidate rows, -1 for none
            lists:InvertedLists, # the lists: their float32 rows and per-row terms
@@ -507,7 +472,6 @@ def rerank(Qm,                  # (nq, d) transformed queries
     return sorted_heaps(hs, hr, k)
 
 # %% ../nbs/01a_inverted_lists.ipynb #3985dd57
-#| code-fold: true
 @patch
 def as_flat(self:InvertedLists) -> InvertedLists:
     "The same lists scored with their float32 rows, without codes: what they reach without quantisation."

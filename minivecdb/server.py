@@ -25,14 +25,12 @@ from threadpoolctl import threadpool_limits
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 # %% ../nbs/05a_server.ipynb #9d2cdffe
-#| code-fold: true
 def _log_line(entry:dict)->bytes:
     "One log line: the CRC-32 of the entry's JSON, in hex, then the JSON."
     body = json.dumps(entry, separators=(",", ":"), allow_nan=False).encode()
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 # %% ../nbs/05a_server.ipynb #8f5d3663
-#| code-fold: true
 def _log_entry(line:bytes):
     "The entry of a complete, intact log line, or None."
     crc, _, body = line.partition(b" ")
@@ -40,7 +38,6 @@ def _log_entry(line:bytes):
     except ValueError: return None
 
 # %% ../nbs/05a_server.ipynb #ddaedb92
-#| code-fold: true
 def _check_torn(path:Path, lines:list, i:int):
     "Refuse a log whose bad line `i` has intact lines after it: only the last line may be torn."
     if any(_log_entry(later) is not None for later in lines[i+1:-1]):
@@ -48,7 +45,6 @@ def _check_torn(path:Path, lines:list, i:int):
                                 "cannot be replayed (move it away to open the store as last saved)")
 
 # %% ../nbs/05a_server.ipynb #5bf3b443
-#| code-fold: true
 def _read_log(path:Path)->tuple:
     "The entries of the log at `path` and the length of its intact part; a torn last line is left out."
     if not path.exists(): return [], 0
@@ -61,7 +57,6 @@ def _read_log(path:Path)->tuple:
     return entries, good
 
 # %% ../nbs/05a_server.ipynb #b8438d68
-#| code-fold: true
 def store_fingerprint(path)->str:
     "One saved version of a store file: its size and the CRC-32 of its first and last MiB."
     size, mib = os.path.getsize(path), 1 << 20
@@ -71,7 +66,6 @@ def store_fingerprint(path)->str:
     return f"{size}-{zlib.crc32(head):08x}-{zlib.crc32(tail):08x}"
 
 # %% ../nbs/05a_server.ipynb #741f0b81
-#| code-fold: true
 def _pending(path:Path, entries:list, base:str)->list:
     "The changes in a log's `entries` that the store saved as `base` does not hold yet."
     if not entries: return []
@@ -85,7 +79,6 @@ def _pending(path:Path, entries:list, base:str)->list:
                             "since: move the log away to serve the store as it is, or put back the store it belongs to")
 
 # %% ../nbs/05a_server.ipynb #f25d19e5
-#| code-fold: true
 class WriteLog:
     "The changes made to a store since it was last saved, one checksummed line each, on disk before they are acknowledged."
     def __init__(self, path, # the log file
@@ -102,7 +95,6 @@ class WriteLog:
         if self._fd is not None: os.close(self._fd); self._fd = None
 
 # %% ../nbs/05a_server.ipynb #df548318
-#| code-fold: true
 @patch
 def _open(self:WriteLog, good:int):
     "Open the file to append after its intact first `good` bytes, cutting a torn tail away; sync the folder of a new file."
@@ -126,7 +118,6 @@ def _write(self:WriteLog, data:bytes):
     self._size += len(data)
 
 # %% ../nbs/05a_server.ipynb #a0e1f7c2
-#| code-fold: true
 @patch
 def append(self:WriteLog, entry:dict):
     "Write `entry` and return once the disk has it; if that fails, the log is left as it was."
@@ -135,7 +126,6 @@ def append(self:WriteLog, entry:dict):
     self.n += 1
 
 # %% ../nbs/05a_server.ipynb #43641070
-#| code-fold: true
 @patch
 def clear(self:WriteLog, base:str):
     "Start again from the store saved as `base`, which holds every change logged so far."
@@ -143,11 +133,9 @@ def clear(self:WriteLog, base:str):
     self._write(_log_line({"op": "base", "store": base}))
 
 # %% ../nbs/05a_server.ipynb #c056b2ac
-#| code-fold: true
 def _vectors_field(X:np.ndarray)->str: return base64.b64encode(np.ascontiguousarray(X, "<f4").tobytes()).decode()
 
 # %% ../nbs/05a_server.ipynb #93ef3758
-#| code-fold: true
 def _apply(index:IVFIndex, e)->bool:
     "Apply one logged change to `index`."
     if not isinstance(e, dict) or e.get("op") not in ("add", "delete"): raise ValueError(f"unknown entry {json.dumps(e)[:60]}")
@@ -158,7 +146,6 @@ def _apply(index:IVFIndex, e)->bool:
     return True
 
 # %% ../nbs/05a_server.ipynb #7bb75ef6
-#| code-fold: true
 def replay(index:IVFIndex, # the index of the saved store
            entries:list,   # the changes logged since, in order
            name="the write log", # how errors name the log
@@ -173,7 +160,6 @@ def replay(index:IVFIndex, # the index of the saved store
     return applied
 
 # %% ../nbs/05a_server.ipynb #07841bdb
-#| code-fold: true
 def logged_changes(store_path)->list:
     "The changes in STORE.log that the saved store at `store_path` does not hold yet ([] when there is no log)."
     store_path = Path(store_path)
@@ -185,7 +171,6 @@ def logged_changes(store_path)->list:
     raise CorruptStoreError(f"{store_path} was saved again each of the 5 times its log was read: a server is checkpointing it; try again")
 
 # %% ../nbs/05a_server.ipynb #8017a64a
-#| code-fold: true
 class Embedder:
     "Embeds texts on one thread that owns the model, in batches shared equally among the requests waiting."
     def __init__(self, model, max_batch:int=64):
@@ -196,7 +181,6 @@ class Embedder:
     def close(self): self._jobs.put(None); self._thread.join()
 
 # %% ../nbs/05a_server.ipynb #aa105ac2
-#| code-fold: true
 class _Job:
     "One request's texts, how many are embedded, their rows so far, and the `Future` the request waits on."
     def __init__(self, texts:list): self.texts, self.done, self.rows, self.future = texts, 0, [], Future()
@@ -208,7 +192,6 @@ def __call__(self:Embedder, texts:list)->np.ndarray:
     return job.future.result()
 
 # %% ../nbs/05a_server.ipynb #ba732d3f
-#| code-fold: true
 @patch
 def _take_new(self:Embedder, active:list)->bool:
     "Move the requests waiting in the queue to the back of `active`, waiting for one if it is empty; True if the stop signal came."
@@ -219,7 +202,6 @@ def _take_new(self:Embedder, active:list)->bool:
         active.append(job)
 
 # %% ../nbs/05a_server.ipynb #6d4bd321
-#| code-fold: true
 @patch
 def _work(self:Embedder):
     "The model's thread: embed batches for the requests in line until the stop signal, then finish the line."
@@ -229,7 +211,6 @@ def _work(self:Embedder):
         if active: self._embed_round(active)
 
 # %% ../nbs/05a_server.ipynb #f67cde19
-#| code-fold: true
 @patch
 def _embed_round(self:Embedder, active:list):
     "Embed an equal share of the texts of the requests at the front of `active`; answer those complete, requeue the rest."
@@ -247,7 +228,6 @@ def _embed_round(self:Embedder, active:list):
         else: job.future.set_result(np.concatenate(job.rows))
 
 # %% ../nbs/05a_server.ipynb #efb3b483
-#| code-fold: true
 class TextStore:
     "A store opened for serving: its index, its model and its write log; searches run at once, writes one at a time."
     def __init__(self, path,          # a store made by `minivecdb index` (or `build_text_index`)
@@ -264,7 +244,6 @@ class TextStore:
     def __repr__(self): return f"TextStore({str(self.path)!r}, items={len(self.index.storage)}, unsaved writes={self.log.n})"
 
 # %% ../nbs/05a_server.ipynb #d4e5f6a7
-#| code-fold: true
 _logger = logging.getLogger("minivecdb.server")
 
 class StoreReplacedError(RuntimeError):
@@ -277,7 +256,6 @@ def _store_identity(path)->tuple:
     return st.st_dev, st.st_ino, store_fingerprint(path)
 
 # %% ../nbs/05a_server.ipynb #3fff9a5f
-#| code-fold: true
 @patch
 def _open_index(self:TextStore):
     "Load the index, take the store file's writer lock, open its write log and replay the changes it holds."
@@ -289,7 +267,6 @@ def _open_index(self:TextStore):
     if replay(self.index, self.log.pending, self.log.path): self.checkpoint()
 
 # %% ../nbs/05a_server.ipynb #ac409baa
-#| code-fold: true
 @patch
 def _check_model(self:TextStore, model):
     "Embed and search once: the model must make vectors of the store's dimension (this also compiles the kernels)."
@@ -298,7 +275,6 @@ def _check_model(self:TextStore, model):
     self.search(vectors=np.zeros((1, d), np.float32), k=1)
 
 # %% ../nbs/05a_server.ipynb #93baf246
-#| code-fold: true
 MAX_BATCH = 256          # texts or vectors in one request
 MAX_TEXT_CHARS = 10_000  # characters in one text
 
@@ -313,7 +289,6 @@ def _check_texts(texts, what="texts")->list:
     return texts
 
 # %% ../nbs/05a_server.ipynb #4a11994b
-#| code-fold: true
 def _check_web_metadatas(metadatas, n:int)->list:
     "Metadatas a store can keep (`_check_metadatas`) whose strings UTF-8 can carry back."
     for i, m in enumerate(metadatas if isinstance(metadatas, list) else []):
@@ -323,7 +298,6 @@ def _check_web_metadatas(metadatas, n:int)->list:
     return _check_metadatas(metadatas, n)
 
 # %% ../nbs/05a_server.ipynb #e5f6a7b8
-#| code-fold: true
 MAX_K, MAX_RESULTS, MAX_WHERE_VALUES = 1000, 100_000, 1000  # results per query; k × queries; values in a `where`
 
 def _check_k(k, n:int):
@@ -333,7 +307,6 @@ def _check_k(k, n:int):
     if k * n > MAX_RESULTS: raise InputError(f"k × queries is {k:,} × {n:,}; at most {MAX_RESULTS:,} results per request, send fewer queries or a smaller k")
 
 # %% ../nbs/05a_server.ipynb #f6a7b8c9
-#| code-fold: true
 def _check_where(where):
     "`where` if it holds only field: value or field: [values], at most `MAX_WHERE_VALUES` of them."
     if not isinstance(where, dict): return where  # None, or a type the library names
@@ -347,11 +320,9 @@ def _check_where(where):
     return where
 
 # %% ../nbs/05a_server.ipynb #bc3aea53
-#| code-fold: true
 def _hits(found)->list: return [dict(id=int(i), distance=float(d), metadata=m) for i, d, m in found]
 
 # %% ../nbs/05a_server.ipynb #49400149
-#| code-fold: true
 @patch
 def search(self:TextStore,
            texts=None,     # strings to look for
@@ -367,7 +338,6 @@ def search(self:TextStore,
     return [_hits(found) for found in self.index.search_records_batch(Q, k=k, nprobe=nprobe, where=where)]
 
 # %% ../nbs/05a_server.ipynb #da2dc480
-#| code-fold: true
 @patch
 def checkpoint(self:TextStore):
     "Save the store, then empty the log: the store file now holds every change."
@@ -380,7 +350,6 @@ def checkpoint(self:TextStore):
         self.log.clear(self._saved_as[2])
 
 # %% ../nbs/05a_server.ipynb #a7c515ea
-#| code-fold: true
 @patch
 def _after_write(self:TextStore):
     "Checkpoint once the log holds `checkpoint_every` changes; a checkpoint that fails is logged, not raised."
@@ -389,7 +358,6 @@ def _after_write(self:TextStore):
     except (OSError, StoreReplacedError) as e: _logger.warning("checkpoint failed; the writes stay in %s: %s", self.log.path, e)
 
 # %% ../nbs/05a_server.ipynb #e6fe3cb2
-#| code-fold: true
 @patch
 def add(self:TextStore,
         texts,           # strings to store
@@ -401,7 +369,6 @@ def add(self:TextStore,
     return self._commit_add(self.embed(texts), metadatas)
 
 # %% ../nbs/05a_server.ipynb #cc7d1753
-#| code-fold: true
 @patch
 def _commit_add(self:TextStore, X:np.ndarray, metadatas:list)->list:
     "Log the add of the embedded `X` with the ids it will get, then make it, one writer at a time."
@@ -415,7 +382,6 @@ def _commit_add(self:TextStore, X:np.ndarray, metadatas:list)->list:
     return got
 
 # %% ../nbs/05a_server.ipynb #1298cd78
-#| code-fold: true
 @patch
 def delete(self:TextStore, id:int)->bool:
     "Remove item `id`; False if there is none. Returns once the change is on disk."
@@ -427,7 +393,6 @@ def delete(self:TextStore, id:int)->bool:
     return True
 
 # %% ../nbs/05a_server.ipynb #cfc12e51
-#| code-fold: true
 @patch
 def get(self:TextStore, id:int)->dict:
     "Item `id` as {'id', 'metadata', 'vector'}; `KeyError` if there is none."
@@ -435,7 +400,6 @@ def get(self:TextStore, id:int)->dict:
     return dict(id=int(id), metadata=metadata, vector=vector.tolist())
 
 # %% ../nbs/05a_server.ipynb #8ed9a2ed
-#| code-fold: true
 @patch
 def stats(self:TextStore)->dict:
     "The index summary, with the store file and the writes not yet saved into it."
@@ -443,7 +407,6 @@ def stats(self:TextStore)->dict:
                 **self.index.get_stats(), unsaved_writes=self.log.n)
 
 # %% ../nbs/05a_server.ipynb #5158c427
-#| code-fold: true
 @patch
 def close(self:TextStore):
     "Save what the log holds (beside the store file if that was replaced), then let go of the model's thread, the log and the store's lock (once)."
@@ -458,7 +421,6 @@ def close(self:TextStore):
             self.log.close(); self.index.storage.close()
 
 # %% ../nbs/05a_server.ipynb #b8c9d0e1
-#| code-fold: true
 def _aside_path(path:Path)->Path:
     "A new file beside `path`: STORE.unsaved.ivf, or STORE.unsaved-2.ivf, ..."
     for i in itertools.count(1):
@@ -474,7 +436,6 @@ def _save_aside(self:TextStore, why):
                   why, len(self.index.storage), self.log.n, self.log.path, self.saved_aside)
 
 # %% ../nbs/05a_server.ipynb #9341dce5
-#| code-fold: true
 _PLACE = {"query": "query parameter", "body": "JSON field", "path": "path parameter"}
 
 def _validation_sentence(err:dict)->str:
@@ -489,14 +450,12 @@ def _validation_sentence(err:dict)->str:
     return f"{what}: {err['msg'][0].lower()}{err['msg'][1:]}"
 
 # %% ../nbs/05a_server.ipynb #5a394b8e
-#| code-fold: true
 def _error(status:int, message)->JSONResponse: return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
 
 _ROUTING = {"Not Found": "no such path: {method} {path}; the API is described at /openapi.json",
             "Method Not Allowed": "{method} is not allowed on {path}; the API is described at /openapi.json"}
 
 # %% ../nbs/05a_server.ipynb #2a6fe7ea
-#| code-fold: true
 def _unreadable_body(err)->str:
     "One sentence for a body FastAPI could not parse (its error is the cause of FastAPI's)."
     if isinstance(err, UnicodeDecodeError): return "the body is not UTF-8 text: send the JSON encoded as UTF-8"
@@ -519,7 +478,6 @@ def _add_error_handlers(app:FastAPI):
         app.add_exception_handler(cls, handler)
 
 # %% ../nbs/05a_server.ipynb #3085b620
-#| code-fold: true
 class _AnswerWhenCancelled:
     "ASGI middleware: a request cancelled at shutdown is answered with a JSON 503, not a plain-text 500 and a traceback."
     def __init__(self, app): self.app = app
@@ -535,7 +493,6 @@ class _AnswerWhenCancelled:
             await _error(503, "the server shut down before this request finished; it may or may not have taken effect")(scope, receive, send)
 
 # %% ../nbs/05a_server.ipynb #c9d0e1f2
-#| code-fold: true
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 
 def _host_name(header:str)->str:
@@ -551,7 +508,6 @@ def _is_ip(name:str)->bool:
     except ValueError: return False
 
 # %% ../nbs/05a_server.ipynb #e1f2a3b4
-#| code-fold: true
 class _CheckHost:
     "ASGI middleware: a request whose Host header does not name this server is answered 400 (DNS rebinding)."
     def __init__(self, app, hosts, any_ip:bool): self.app, self.hosts, self.any_ip = app, {h.lower() for h in hosts}, any_ip
@@ -566,7 +522,6 @@ class _CheckHost:
         await self.app(scope, receive, send)
 
 # %% ../nbs/05a_server.ipynb #f2a3b4c5
-#| code-fold: true
 MAX_BODY_BYTES = 32 << 20  # MAX_BATCH texts of MAX_TEXT_CHARS fit with room to spare
 
 class _LimitBody:
@@ -579,7 +534,6 @@ class _LimitBody:
         await self.app(scope, receive, send)
 
 # %% ../nbs/05a_server.ipynb #a3b4c5d6
-#| code-fold: true
 class _HeadAsGet:
     "ASGI middleware: HEAD is answered as GET would be, without the body."
     def __init__(self, app): self.app = app
@@ -590,7 +544,6 @@ class _HeadAsGet:
         await self.app(dict(scope, method="GET"), receive, headers_only)
 
 # %% ../nbs/05a_server.ipynb #01aec0b7
-#| code-fold: true
 class SearchBody(BaseModel):
     "A search: exactly one of `q`, `vector`, `queries` (a batch of texts) or `vectors`, with `k`, `nprobe` and `where`."
     model_config = ConfigDict(extra="forbid")
@@ -603,7 +556,6 @@ class SearchBody(BaseModel):
     where: dict|None = None  # field -> value, or field -> [values]: any of them
 
 # %% ../nbs/05a_server.ipynb #6935239c
-#| code-fold: true
 class ItemsBody(BaseModel):
     "Texts to add, with one metadata dict each (default `{\"text\": text}`)."
     model_config = ConfigDict(extra="forbid")
@@ -611,14 +563,12 @@ class ItemsBody(BaseModel):
     metadatas: list[dict|None]|None = None
 
 # %% ../nbs/05a_server.ipynb #dc61eb06
-#| code-fold: true
 def _query_text(q:str)->str:
     "`q` if it holds more than whitespace."
     if not q.strip(): raise InputError("q is empty: give the text to search for")
     return q
 
 # %% ../nbs/05a_server.ipynb #6d1c780c
-#| code-fold: true
 def _post_search(store:TextStore, body:SearchBody)->dict:
     "The answer to POST /search: one query's results, or one entry per query of a batch."
     given = [f for f in ("q", "vector", "queries", "vectors") if getattr(body, f) is not None]
@@ -630,7 +580,6 @@ def _post_search(store:TextStore, body:SearchBody)->dict:
     return dict(results=[dict(results=r) for r in store.search(vectors=body.vectors, **kw)])
 
 # %% ../nbs/05a_server.ipynb #2b11006d
-#| code-fold: true
 def _search_routes(app:FastAPI, store:TextStore):
     @app.get("/search", summary="Search by text")
     def search(q:str=Query(description="the text to look for"), k:int=Query(5, description="results wanted"),
@@ -645,7 +594,6 @@ def _search_routes(app:FastAPI, store:TextStore):
     def page(): return HTMLResponse(SEARCH_PAGE)
 
 # %% ../nbs/05a_server.ipynb #43ddede1
-#| code-fold: true
 def _item_routes(app:FastAPI, store:TextStore):
     @app.post("/items", summary="Add texts; answered once the change is on disk")
     def add(body:ItemsBody): return dict(ids=store.add(body.texts, body.metadatas))
@@ -664,7 +612,6 @@ def _item_routes(app:FastAPI, store:TextStore):
     def stats(): return store.stats()
 
 # %% ../nbs/05a_server.ipynb #8ec5d283
-#| code-fold: true
 def make_app(store:TextStore,
              hosts=LOCAL_NAMES,  # the names the Host header of a request may give
              any_ip:bool=False,  # also answer requests addressed to any IP address (a server bound to all interfaces)
@@ -684,7 +631,6 @@ def make_app(store:TextStore,
     return app
 
 # %% ../nbs/05a_server.ipynb #c8336263
-#| code-fold: true
 _RESULT_SCRIPT = """
 const $ = id => document.getElementById(id);
 function item(hit) {
@@ -700,7 +646,6 @@ function item(hit) {
 """
 
 # %% ../nbs/05a_server.ipynb #7cfdae17
-#| code-fold: true
 _SEARCH_SCRIPT = """async function run(q, k) {
   $('q').value = q; $('k').value = k; $('results').replaceChildren(); $('status').textContent = 'searching…';
   try {
@@ -713,7 +658,6 @@ _SEARCH_SCRIPT = """async function run(q, k) {
 """
 
 # %% ../nbs/05a_server.ipynb #c717fde8
-#| code-fold: true
 _PAGE_SCRIPT = _RESULT_SCRIPT + _SEARCH_SCRIPT + """function fromUrl() { const p = new URLSearchParams(location.search); if (p.get('q')) run(p.get('q'), p.get('k') || 5); }
 $('search').addEventListener('submit', e => {
   e.preventDefault();
@@ -724,7 +668,6 @@ window.addEventListener('popstate', fromUrl); fromUrl();
 """
 
 # %% ../nbs/05a_server.ipynb #6020d841
-#| code-fold: true
 _PAGE_STYLE = """<style>
  body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
  form{display:flex;gap:.5rem} #q{flex:1;font-size:1.1rem;padding:.4rem} #k{width:4rem} button{padding:.4rem 1rem}
@@ -733,7 +676,6 @@ _PAGE_STYLE = """<style>
 </style>"""
 
 # %% ../nbs/05a_server.ipynb #ba50f4e6
-#| code-fold: true
 SEARCH_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>minivecdb search</title>
@@ -747,7 +689,6 @@ SEARCH_PAGE = """<!doctype html>
 """
 
 # %% ../nbs/05a_server.ipynb #0dbbfe62
-#| code-fold: true
 def _bind(host:str, port:int)->socket.socket:
     "A TCP socket listening on host:port, or an `InputError` saying why there cannot be one."
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535: raise InputError(f"port must be an integer from 0 to 65535, got {port!r}")
@@ -764,7 +705,6 @@ def _bind(host:str, port:int)->socket.socket:
     return sock
 
 # %% ../nbs/05a_server.ipynb #9d7b11f3
-#| code-fold: true
 def _bound_address(sock:socket.socket):
     "The IP address `sock` is bound to."
     return ipaddress.ip_address(sock.getsockname()[0].split("%")[0])
@@ -776,7 +716,6 @@ def _url(sock:socket.socket)->str:
     return f"http://{f'[{addr}]' if addr.version == 6 else addr}:{sock.getsockname()[1]}/"
 
 # %% ../nbs/05a_server.ipynb #b4c5d6e7
-#| code-fold: true
 def _hosts(host:str, sock:socket.socket, extra=())->tuple:
     "The names the Host header may give for a server on `sock` (bound as `host`), and whether any IP address may be one."
     addr = _bound_address(sock)
@@ -786,7 +725,6 @@ def _hosts(host:str, sock:socket.socket, extra=())->tuple:
     return names, addr.is_unspecified
 
 # %% ../nbs/05a_server.ipynb #25c91548
-#| code-fold: true
 @contextlib.contextmanager
 def _signals_noted():
     "While serving, SIGINT and SIGTERM are only noted (uvicorn has its own handlers); the program's are put back after."
@@ -797,7 +735,6 @@ def _signals_noted():
         for s, h in before.items(): signal.signal(s, h)
 
 # %% ../nbs/05a_server.ipynb #ec984411
-#| code-fold: true
 def _uvicorn(store:TextStore, grace:float, hosts, any_ip:bool):
     "The uvicorn server of `store`'s app, answering `hosts`, giving the requests in flight `grace` seconds at shutdown."
     import uvicorn
@@ -806,7 +743,6 @@ def _uvicorn(store:TextStore, grace:float, hosts, any_ip:bool):
     return uvicorn.Server(config)
 
 # %% ../nbs/05a_server.ipynb #1ff4bd52
-#| code-fold: true
 def serve(store:TextStore,     # the opened store
           host="127.0.0.1",     # the address to listen on; 127.0.0.1 answers this machine only
           port:int=8000,        # 0 picks a free port

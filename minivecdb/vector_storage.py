@@ -16,14 +16,12 @@ __all__ = ['MAX_NESTING', 'MAX_VALUE', 'MAGIC', 'FORMAT_VERSION', 'CorruptStoreE
            'metadata_problem', 'StoreLockedError']
 
 # %% ../nbs/00_vector_storage.ipynb #ab8ed75b
-#| code-fold: true
 try: import fcntl
 except ImportError: fcntl = None
 try: import msvcrt
 except ImportError: msvcrt = None
 
 # %% ../nbs/00_vector_storage.ipynb #da31a747
-#| code-fold: true
 def _check_dimension(dimension, what="dimension") -> int:
     "`dimension` as an int if it is a positive integer (not a bool, float or string), else a ValueError."
     if isinstance(dimension, (bool, np.bool_)) or not isinstance(dimension, (int, np.integer)) or dimension <= 0:
@@ -31,7 +29,6 @@ def _check_dimension(dimension, what="dimension") -> int:
     return int(dimension)
 
 # %% ../nbs/00_vector_storage.ipynb #4df1f641
-#| code-fold: true
 class CorruptStoreError(ValueError):
     "A store file that is truncated, damaged or not a minivecdb store."
 
@@ -44,7 +41,6 @@ def _parse_metadatas(raw, n:int) -> list:
     return metas
 
 # %% ../nbs/00_vector_storage.ipynb #dead3f64
-#| code-fold: true
 class _Metadatas:
     "The rows' metadata dicts: a list, or a loaded store's JSON bytes that the first reader parses (once, under a lock)."
     def __init__(self, items:list=None, raw=None, n:int=0):
@@ -60,7 +56,6 @@ class _Metadatas:
         with self._parse_lock: return None if self._raw is None else bytes(self._raw)
 
 # %% ../nbs/00_vector_storage.ipynb #0b214c88
-#| code-fold: true
 class _WriteLock:
     "A storage's re-entrant writer lock: when its outermost holder lets go, the changes made meanwhile are published together."
     def __init__(self, storage):  # held weakly: a storage nobody uses is freed at once, not at the next garbage collection
@@ -83,7 +78,6 @@ class _WriteLock:
             self._lock.release()
 
 # %% ../nbs/00_vector_storage.ipynb #e70ec919
-#| code-fold: true
 class VectorStorage:
     "Vectors in one contiguous float32 matrix, with ids and JSON metadata."
     def __init__(self,
@@ -110,14 +104,12 @@ class VectorStorage:
     def __exit__(self, *exc): self.close()  # `with storage:` releases its writer lock at the end, even when the block raised
 
 # %% ../nbs/00_vector_storage.ipynb #090e9088
-#| code-fold: true
 def _read_only(a:np.ndarray) -> np.ndarray:
     "A read-only view of `a`."
     a = a.view(); a.flags.writeable = False
     return a
 
 # %% ../nbs/00_vector_storage.ipynb #1bd7d0d9
-#| code-fold: true
 class StorageView:
     "What readers see of a `VectorStorage`: its rows at one moment, read-only, never changed by later writes."
     def __init__(self, s:VectorStorage):
@@ -131,7 +123,6 @@ class StorageView:
     def __contains__(self, id): return self.row_of(id) >= 0
 
 # %% ../nbs/00_vector_storage.ipynb #f10075ee
-#| code-fold: true
 @patch
 def _publish(self:VectorStorage):
     "Publish the writer's changes as one new `StorageView`, then let the watching index keep up (repeating if it moved rows)."
@@ -142,7 +133,6 @@ def _publish(self:VectorStorage):
         if on_change is not None: on_change(self._view)
 
 # %% ../nbs/00_vector_storage.ipynb #065aa89a
-#| code-fold: true
 @patch
 def view(self:VectorStorage) -> StorageView:
     "The rows as they are now, as a snapshot that later writes never change (the writer holding `write_lock` sees its own changes)."
@@ -150,14 +140,12 @@ def view(self:VectorStorage) -> StorageView:
     return self._view
 
 # %% ../nbs/00_vector_storage.ipynb #1c7d86a3
-#| code-fold: true
 @patch(as_prop=True)
 def _metadatas(self:VectorStorage) -> list:
     "The rows' metadata dicts, in row order."
     return self._metas.items
 
 # %% ../nbs/00_vector_storage.ipynb #24c1e149
-#| code-fold: true
 def _numeric_array(vectors, dimension:int) -> np.ndarray:
     "`vectors` as a numeric numpy array, or an error that names the storage's `dimension`."
     try: arr = np.asarray(vectors)
@@ -182,7 +170,6 @@ def _as_rows(self:VectorStorage,
     return arr
 
 # %% ../nbs/00_vector_storage.ipynb #03e41f65
-#| code-fold: true
 MAX_NESTING = 32  # levels of objects and lists one metadata dict may hold
 
 def _structure_problem(v) -> str:
@@ -204,7 +191,6 @@ def _shown(v) -> str:
     return s if len(s) <= 60 else s[:59] + "…"
 
 # %% ../nbs/00_vector_storage.ipynb #33731c0d
-#| code-fold: true
 def metadata_problem(metadata) -> str:
     "Why a store cannot keep `metadata`, in a phrase naming the field; None when it can (None, or a dict of JSON values)."
     if metadata is None: return None
@@ -217,7 +203,6 @@ def metadata_problem(metadata) -> str:
     return None
 
 # %% ../nbs/00_vector_storage.ipynb #8ad43381
-#| code-fold: true
 def _check_shapes(metadatas:list, where):
     "TypeError naming (with `where(i)`) the first metadata that is not a dict or whose shape JSON cannot keep."
     for i, m in enumerate(metadatas):
@@ -247,7 +232,6 @@ def _check_metadatas(metadatas, # a list of dicts (or None), one per vector
     return _round_trip(metadatas, where)
 
 # %% ../nbs/00_vector_storage.ipynb #4b2ba259
-#| code-fold: true
 @patch
 def _reserve(self:VectorStorage,
     n_rows:int, # rows that must fit
@@ -263,7 +247,6 @@ def _reserve(self:VectorStorage,
     self._data, self._row_ids, self._alive = data, row_ids, alive
 
 # %% ../nbs/00_vector_storage.ipynb #d776262a
-#| code-fold: true
 @patch
 def _reserve_ids(self:VectorStorage,
     n_ids:int, # ids that must fit in the id -> row map
@@ -276,7 +259,6 @@ def _reserve_ids(self:VectorStorage,
     self._id_to_row = id_to_row
 
 # %% ../nbs/00_vector_storage.ipynb #fc28c1ee
-#| code-fold: true
 _BLOCK_BYTES = 1 << 20  # rows are copied and checked in blocks of about this size
 MAX_VALUE = 1e15        # largest magnitude a stored value (or a query's) may have: squared norms stay finite in float32
 
@@ -286,7 +268,6 @@ def _bad_row(block:np.ndarray) -> int:
     return int(np.argmin((np.abs(block) <= MAX_VALUE).all(axis=1)))
 
 # %% ../nbs/00_vector_storage.ipynb #bf285e40
-#| code-fold: true
 @patch
 def _fill_rows(self:VectorStorage,
     rows:np.ndarray,   # (n, dimension) numeric array, already shape-checked
@@ -320,7 +301,6 @@ def _commit_rows(self:VectorStorage,
     return ids
 
 # %% ../nbs/00_vector_storage.ipynb #67dd0fbc
-#| code-fold: true
 @patch
 def _append(self:VectorStorage,
     rows:np.ndarray, # (n, dimension) numeric array, already shape-checked
@@ -334,7 +314,6 @@ def _append(self:VectorStorage,
     return self._commit_rows(start, metadatas)
 
 # %% ../nbs/00_vector_storage.ipynb #c51ef5b2
-#| code-fold: true
 @patch
 def add(self:VectorStorage,
     vector,              # list or 1-D array of `dimension` numbers
@@ -346,7 +325,6 @@ def add(self:VectorStorage,
     with self.write_lock: return int(self._append(rows, metas, single=True)[0])
 
 # %% ../nbs/00_vector_storage.ipynb #4cbbab76
-#| code-fold: true
 @patch
 def add_bulk(self:VectorStorage,
     vectors,             # (n, dimension) array-like
@@ -358,7 +336,6 @@ def add_bulk(self:VectorStorage,
     with self.write_lock: return self._append(rows, metas)
 
 # %% ../nbs/00_vector_storage.ipynb #27c8ff90
-#| code-fold: true
 def _as_id(id):
     "`id` as a Python int, or None if it is not an integer (bools are not ids)."
     if isinstance(id, (bool, np.bool_)): return None
@@ -372,7 +349,6 @@ def _json_copy(v):
     return v
 
 # %% ../nbs/00_vector_storage.ipynb #5b9e6366
-#| code-fold: true
 @patch
 def row_of(self:StorageView, id) -> int:
     "The row holding live vector `id`, or -1 (unknown, deleted, or not an integer)."
@@ -396,7 +372,6 @@ def get(self:StorageView, id):
     raise KeyError(f"no vector with id {id!r}")
 
 # %% ../nbs/00_vector_storage.ipynb #fcffd551
-#| code-fold: true
 @patch(as_prop=True)
 def vectors(self:StorageView) -> np.ndarray:
     "Live vectors, (n, dimension) float32, C-contiguous, in row order."
@@ -415,7 +390,6 @@ def get_all(self:StorageView) -> L:
     return L((int(i), self.matrix[r].copy(), self.metadata(r)) for i, r in zip(self.row_ids[rows].tolist(), rows.tolist()))
 
 # %% ../nbs/00_vector_storage.ipynb #d50455bb
-#| code-fold: true
 @patch
 def get(self:VectorStorage, id):
     "Copies of the `(vector, metadata)` stored under `id`."
@@ -437,7 +411,6 @@ def ids(self:VectorStorage) -> np.ndarray:
     return self.view().ids
 
 # %% ../nbs/00_vector_storage.ipynb #6b6fa308
-#| code-fold: true
 @patch
 def delete(self:VectorStorage, id) -> bool:
     "Mark vector `id` deleted (a tombstone); False if there is no such id."
@@ -452,7 +425,6 @@ def delete(self:VectorStorage, id) -> bool:
         return True
 
 # %% ../nbs/00_vector_storage.ipynb #0518178e
-#| code-fold: true
 @patch
 def rows_of(self:StorageView, ids) -> np.ndarray:
     "Row numbers (int64) of the live vectors `ids`; KeyError naming the first unknown id."
@@ -473,7 +445,6 @@ def rows_of(self:VectorStorage, ids) -> np.ndarray:
     return self.view().rows_of(ids)
 
 # %% ../nbs/00_vector_storage.ipynb #ff74853b
-#| code-fold: true
 @patch
 def _checked_order(self:VectorStorage, order) -> np.ndarray:
     "`order` as int64 row numbers holding every live row once, with the dead rows it names dropped; else a clear error."
@@ -505,7 +476,6 @@ def _rebuild_rows(self:VectorStorage,
     self._metas, self._n_rows, self._n_dead = _Metadatas([metas[r] for r in order.tolist()]), m, 0
 
 # %% ../nbs/00_vector_storage.ipynb #08ee97ea
-#| code-fold: true
 @patch
 def permute(self:VectorStorage,
     order, # row numbers: every live row once; dead rows left out are dropped
@@ -523,7 +493,6 @@ def compact(self:VectorStorage):
         if self._n_dead: self.permute(np.flatnonzero(self._alive[:self._n_rows]))
 
 # %% ../nbs/00_vector_storage.ipynb #14740aa2
-#| code-fold: true
 _missing = object()
 
 def _matcher(want):
@@ -557,7 +526,6 @@ def where_mask(self:StorageView,
     return ok & self.alive
 
 # %% ../nbs/00_vector_storage.ipynb #d8dcdd6a
-#| code-fold: true
 @patch
 def watch(self:VectorStorage,
     on_change,        # bound method called as `on_change(view)` after every change, under `write_lock`
@@ -570,7 +538,6 @@ def watch(self:VectorStorage,
         if previous and old[0]() != on_change: previous()
 
 # %% ../nbs/00_vector_storage.ipynb #6181e347
-#| code-fold: true
 def _fsync_dir(path:Path):
     "Make a rename inside directory `path` durable (a no-op where directories cannot be opened)."
     try: fd = os.open(path, os.O_RDONLY)
@@ -597,7 +564,6 @@ def _write_durably(fd:int, write):
         os.fsync(f.fileno())
 
 # %% ../nbs/00_vector_storage.ipynb #fb3c42b8
-#| code-fold: true
 def _atomic_write(path:Path,  # the file to replace
                   write,      # called with a binary file object; writes the whole new content
                  ):
@@ -613,7 +579,6 @@ def _atomic_write(path:Path,  # the file to replace
     _fsync_dir(path.parent)
 
 # %% ../nbs/00_vector_storage.ipynb #21aa61c3
-#| code-fold: true
 class StoreLockedError(RuntimeError):
     "Another writer holds the lock of this store."
 
@@ -652,7 +617,6 @@ def _remove_stray_temps(path:Path):
         with contextlib.suppress(OSError): stray.unlink()
 
 # %% ../nbs/00_vector_storage.ipynb #86195c26
-#| code-fold: true
 @patch
 def acquire_lock(self:VectorStorage,
     path, # the store file this storage is going to write
@@ -673,7 +637,6 @@ def close(self:VectorStorage):
     if self._lock is not None: self._lock.close(); self._lock = None
 
 # %% ../nbs/00_vector_storage.ipynb #559fc432
-#| code-fold: true
 MAGIC, FORMAT_VERSION = b"MINIVEC\0", 1
 _PREFIX = struct.Struct("<8sIII")  # magic, format version, header length, header CRC-32
 _ALIGN = 64
@@ -696,7 +659,6 @@ def _place_sections(sizes:dict) -> dict:
     return {**at, "end": end}
 
 # %% ../nbs/00_vector_storage.ipynb #b1d8c0e6
-#| code-fold: true
 def _check_extras(extras:dict) -> dict:
     "Extras as {name: numpy array or JSON value}, or an error before anything is written."
     if extras is None: return {}
@@ -720,7 +682,6 @@ def _extras_header(extras:dict, arrays:dict, at:dict) -> dict:
     return ext
 
 # %% ../nbs/00_vector_storage.ipynb #072b263c
-#| code-fold: true
 @patch
 def _binary_header(self:VectorStorage,
     ids:np.ndarray,   # ids of the rows that will be written
@@ -740,7 +701,6 @@ def _binary_header(self:VectorStorage,
                            ids_crc32=zlib.crc32(ids), metadata=meta, extras=_extras_header(extras, arrays, at), end=at["end"])).encode(), at
 
 # %% ../nbs/00_vector_storage.ipynb #4dc863a0
-#| code-fold: true
 @patch
 def _row_blocks(self:VectorStorage):
     "The live rows' vectors in row order: the matrix itself without tombstones, else blocks of 16 MB gathered from it."
@@ -756,7 +716,6 @@ def _rows_crc32(self:VectorStorage) -> int:
     return crc
 
 # %% ../nbs/00_vector_storage.ipynb #361d4e4b
-#| code-fold: true
 @patch
 def _write_binary(self:VectorStorage, f, extras:dict, meta_bytes:bytes):
     "Write the binary format to the open file `f`."
@@ -773,7 +732,6 @@ def _write_binary(self:VectorStorage, f, extras:dict, meta_bytes:bytes):
     _pad(f, base + at["end"])
 
 # %% ../nbs/00_vector_storage.ipynb #599ed3fd
-#| code-fold: true
 @patch
 def _metadata_bytes(self:VectorStorage):
     "The live rows' metadata as one JSON list (bytes), or None when no row has metadata."
@@ -784,7 +742,6 @@ def _metadata_bytes(self:VectorStorage):
     return json.dumps(metas, allow_nan=False, separators=(",", ":")).encode()
 
 # %% ../nbs/00_vector_storage.ipynb #00bdc14a
-#| code-fold: true
 @patch
 def save(self:VectorStorage,
     path,              # file to write: `.json` for the tutorial's JSON format, anything else for the binary store
@@ -799,7 +756,6 @@ def save(self:VectorStorage,
         _atomic_write(path, write)
 
 # %% ../nbs/00_vector_storage.ipynb #0946c01c
-#| code-fold: true
 def _read_exact(f, a:np.ndarray, path):
     "Fill array `a` from `f`, or raise CorruptStoreError if the file ends early."
     view, got = memoryview(a.reshape(-1).view(np.uint8)), 0
@@ -810,7 +766,6 @@ def _read_exact(f, a:np.ndarray, path):
     return a
 
 # %% ../nbs/00_vector_storage.ipynb #989102c0
-#| code-fold: true
 def _is_count(v) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 def _corrupt_header(path, what) -> CorruptStoreError:
@@ -850,7 +805,6 @@ def _check_sections(header:dict, path):
         if offset + nbytes > end: raise _corrupt_header(path, f"{name} section ({nbytes:,} bytes at offset {offset:,}) lies outside the {end:,} bytes of data")
 
 # %% ../nbs/00_vector_storage.ipynb #e1e68705
-#| code-fold: true
 def _read_header(f, path):
     "The JSON header and the offset of the first section, checked against magic, version, checksum, size and layout."
     prefix = f.read(_PREFIX.size)
@@ -868,7 +822,6 @@ def _read_header(f, path):
     return header, base
 
 # %% ../nbs/00_vector_storage.ipynb #6d5af7b2
-#| code-fold: true
 def _physical_memory() -> int:
     "Bytes of RAM on this machine (0 where the OS does not say)."
     try: return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -885,7 +838,6 @@ def _id_table(next_id:int, path) -> np.ndarray:
     return np.full(max(int(next_id), 1), -1, np.int64)
 
 # %% ../nbs/00_vector_storage.ipynb #10395252
-#| code-fold: true
 def _check_values(data:np.ndarray, ids:np.ndarray, path, crc32:int=None):
     "CorruptStoreError naming the first row of `data` holding NaN, infinity or a value beyond `MAX_VALUE`, or, given the rows' saved `crc32`, a checksum mismatch."
     step, crc = max(1, (16 << 20) // max(1, 4 * data.shape[1])), 0
@@ -897,7 +849,6 @@ def _check_values(data:np.ndarray, ids:np.ndarray, path, crc32:int=None):
     if crc32 is not None and crc != crc32: raise CorruptStoreError(f"{path} is corrupt (vectors checksum mismatch)")
 
 # %% ../nbs/00_vector_storage.ipynb #36811246
-#| code-fold: true
 def _id_map(ids:np.ndarray, next_id:int, path) -> np.ndarray:
     "The id -> row map of rows holding `ids`, refusing ids outside 0..next_id-1 and duplicate ids."
     id_to_row, n = _id_table(next_id, path), len(ids)
@@ -923,7 +874,6 @@ def _from_rows(cls:VectorStorage,
     return s
 
 # %% ../nbs/00_vector_storage.ipynb #02af7eaf
-#| code-fold: true
 def _check_crc(a, expected, what, path):
     "CorruptStoreError unless the CRC-32 of `a` is `expected` (files without one, from older versions, pass)."
     if expected is not None and zlib.crc32(a) != expected: raise CorruptStoreError(f"{path} is corrupt ({what} checksum mismatch)")
@@ -939,7 +889,6 @@ def _section_reader(f, buf, base:int, path):
     return section
 
 # %% ../nbs/00_vector_storage.ipynb #d40f73df
-#| code-fold: true
 def _read_metadatas(section, meta:dict, n:int, path) -> _Metadatas:
     "The rows' metadata from header entry `meta`: JSON bytes checksummed now and parsed on first use (all None if absent)."
     if meta is None: return _Metadatas([None] * n)
@@ -957,7 +906,6 @@ def _read_extras(section, extras:dict, path) -> dict:
     return out
 
 # %% ../nbs/00_vector_storage.ipynb #b3b98557
-#| code-fold: true
 @patch(cls_method=True)
 def _read_binary(cls:VectorStorage, path:Path, mmap:bool, verify:bool=True) -> VectorStorage:
     "Open a binary store file."
@@ -974,7 +922,6 @@ def _read_binary(cls:VectorStorage, path:Path, mmap:bool, verify:bool=True) -> V
     return s
 
 # %% ../nbs/00_vector_storage.ipynb #bb3afb0f
-#| code-fold: true
 @patch(cls_method=True)
 def load(cls:VectorStorage,
     path,             # a file written by `save` (or a tutorial-format `.json`)
@@ -989,7 +936,6 @@ def load(cls:VectorStorage,
     return cls._read_binary(path, mmap, verify)
 
 # %% ../nbs/00_vector_storage.ipynb #e9d11148
-#| code-fold: true
 @patch
 def _write_json(self:VectorStorage, f, extras:dict):
     "Write the tutorial's JSON format to the open file `f`."
@@ -1006,7 +952,6 @@ def _write_json(self:VectorStorage, f, extras:dict):
     f.write(json.dumps(doc, allow_nan=False).encode())
 
 # %% ../nbs/00_vector_storage.ipynb #ac161afd
-#| code-fold: true
 def _json_extras(extras, path) -> dict:
     "The `extras` of a JSON store: name -> {'value': v} or {'dtype', 'shape', 'data'}, as values and arrays."
     if not isinstance(extras, dict): raise CorruptStoreError(f"{path}: 'extras' must be an object of name -> entry, got {type(extras).__name__}")
@@ -1029,7 +974,6 @@ def _json_doc(path) -> dict:
     return doc
 
 # %% ../nbs/00_vector_storage.ipynb #e62f0527
-#| code-fold: true
 def _json_keys(vectors:dict, d:int, path) -> list:
     "The id strings of a JSON store's `vectors` in ascending id order, each checked to hold a list of `d` values."
     try: keys = sorted(vectors, key=int)
@@ -1056,7 +1000,6 @@ def _json_metadatas(metadatas, vectors:dict, keys:list, path) -> list:
     return _check_metadatas([metadatas.get(k) for k in keys], len(keys))
 
 # %% ../nbs/00_vector_storage.ipynb #f4d58ae2
-#| code-fold: true
 @patch(cls_method=True)
 def _read_json(cls:VectorStorage, path:Path) -> VectorStorage:
     "Open a storage in the tutorial's JSON format, checking it against its own `dimension`."

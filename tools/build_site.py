@@ -15,6 +15,8 @@ works offline and reads cleanly:
   longer reads `x:NoneType=None`, a name in a docments comment keeps its backticks instead of a markdown link that
   code cannot render, and `__dunder__` names in headings are not taken for bold text;
 - column names in tables may wrap after an underscore (`one_node_<wbr>build_s`);
+- the "Exported source" folds nbdev adds for exported cells are closed (the page reads as signatures, docs and
+  lessons; the source is one click away);
 - a progress bar's refreshes (tqdm writes each as its own output, ending in `\\r`) are shown as a terminal shows them:
   the final line only.
 Exits 1 when smalldocs reports a broken link or an error."""
@@ -84,12 +86,17 @@ def merge_streams(outputs):
         if o.get('output_type') == 'stream': o['text'] = as_terminal(''.join(o['text']))
     return out
 
+def closed_fold(source):
+    "An Exported source fold shown closed: the signature and docs are the lesson, the source is one click away."
+    return re.sub(r'^#\| code-fold: show\n(?=#\| code-summary: "Exported source")', '#| code-fold: true\n', source, flags=re.M)
+
 def fix_outputs(cache):
-    "In every processed notebook: `fix_signature` on markdown outputs, `merge_streams` on each cell's outputs."
+    "In every processed notebook: Exported source folds closed, `fix_signature` on markdown outputs, `merge_streams` on each cell's outputs."
     classes = _symbols()
     for f in cache.glob('*.ipynb'):
         nb = json.loads(f.read_text())
         for c in nb['cells']:
+            if c['cell_type'] == 'code': c['source'] = closed_fold(''.join(c['source']))
             if 'outputs' not in c: continue
             c['outputs'] = merge_streams(c['outputs'])
             for o in c['outputs']:
