@@ -38,7 +38,9 @@ python tools/cell_sizes.py | tee -a "$log"
 python tools/make_readme.py --check | sed 's/^README.md is in/PASS: README.md is in/; s/^README.md is stale/FAIL: README.md is stale/' | tee -a "$log"
 
 step "2. nbdev_test, one notebook at a time, two at once${flags:+ (flags: $flags)}"
-ls nbs/*.ipynb | xargs -P 2 -I{} bash -c '
+# the longest notebooks first, so that two at once finish together rather than one long one running alone at the end
+heavy="nbs/05_cli_tests.ipynb nbs/05b_distributed_tests.ipynb nbs/05a_server_tests.ipynb nbs/05b_distributed.ipynb nbs/01_ivf_index_tests.ipynb"
+{ for nb in $heavy; do [ -f "$nb" ] && echo "$nb"; done; ls nbs/*.ipynb | grep -vxF -f <(printf '%s\n' $heavy); } | xargs -P 2 -I{} bash -c '
   nb="{}"; s=$(date +%s); out=$(nbdev_test --path "$nb" ${0:+--flags $0} 2>&1); rc=$?
   if [ $rc -eq 0 ]; then echo "PASS: nbdev_test $nb ($(( $(date +%s) - s ))s)"
   else echo "FAIL: nbdev_test $nb ($(( $(date +%s) - s ))s)"; echo "$out" | tail -40; fi' "$flags" | tee -a "$log"

