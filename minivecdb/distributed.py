@@ -334,7 +334,7 @@ def _ray_session_id():
 
 class ShardedIndex:
     "An IVF index spread over Ray actors, rows by id: one set of centroids on the driver, each shard an `IVFIndex`, exact top-k merged."
-    timeout = 60.0       # seconds a shard has to answer, a restart included, before a call fails naming it
+    timeout = 300.0      # seconds a shard has to answer, a restart included, before a call fails naming it (a limit against hangs: a new actor on a busy machine took over 60 s)
     max_restarts = 3     # times Ray restarts a dead shard actor from its file
     max_task_retries = 3 # times a call in flight when its actor died is sent again
     max_log_bytes = None # a shard saves its file once its log is this large (None: 64 MB or 4 times the file)
