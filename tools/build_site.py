@@ -16,7 +16,8 @@ works offline and reads cleanly:
   code cannot render, and `__dunder__` names in headings are not taken for bold text;
 - column names in tables may wrap after an underscore (`one_node_<wbr>build_s`);
 - the "Exported source" folds nbdev adds for exported cells are closed (the page reads as signatures, docs and
-  lessons; the source is one click away);
+  lessons; the source is one click away), and exported cells that follow one another with nothing shown between
+  them share one fold (a notebook keeps one idea per cell; the page does not grow a fold for each);
 - a progress bar's refreshes (tqdm writes each as its own output, ending in `\\r`) are shown as a terminal shows them:
   the final line only.
 Exits 1 when smalldocs reports a broken link or an error."""
@@ -90,13 +91,32 @@ def closed_fold(source):
     "An Exported source fold shown closed: the signature and docs are the lesson, the source is one click away."
     return re.sub(r'^#\| code-fold: show\n(?=#\| code-summary: "Exported source")', '#| code-fold: true\n', source, flags=re.M)
 
+FOLD = '#| code-fold: true\n#| code-summary: "Exported source"\n'
+
+def merged_folds(cells):
+    "Exported cells that follow one another with nothing shown between them, in one closed fold: a notebook keeps one idea per cell, the page one fold per run of them."
+    out = []
+    for c in cells:
+        prev = out[-1] if out else None
+        fold = c['cell_type'] == 'code' and c['source'].startswith(FOLD)
+        if fold and prev and prev['cell_type'] == 'code' and prev['source'].startswith(FOLD) and not prev.get('outputs'):
+            prev['source'] += '\n\n' + c['source'][len(FOLD):]
+            prev['outputs'] = c.get('outputs', [])
+            prev['metadata']['exported_cells'] += 1  # check_site.py counts them: no exported cell may go missing
+        else:
+            if fold: c.setdefault('metadata', {})['exported_cells'] = 1
+            out.append(c)
+    return out
+
 def fix_outputs(cache):
-    "In every processed notebook: Exported source folds closed, `fix_signature` on markdown outputs, `merge_streams` on each cell's outputs."
+    "In every processed notebook: Exported source folds closed and merged, `fix_signature` on markdown outputs, `merge_streams` on each cell's outputs."
     classes = _symbols()
     for f in cache.glob('*.ipynb'):
         nb = json.loads(f.read_text())
         for c in nb['cells']:
             if c['cell_type'] == 'code': c['source'] = closed_fold(''.join(c['source']))
+        nb['cells'] = merged_folds(nb['cells'])
+        for c in nb['cells']:
             if 'outputs' not in c: continue
             c['outputs'] = merge_streams(c['outputs'])
             for o in c['outputs']:
