@@ -136,6 +136,7 @@ def _check_seed(seed):
         raise ValueError(f"seed must be an integer from 0 to 2**32 - 1, got {seed!r}")
     return int(seed)
 
+# %% ../nbs/01_ivf_index.ipynb #d86f75b6
 def _check_settings(storage, nprobe, distance_fn, n_clusters, seed, codec, rerank):
     "A clear error for the first `IVFIndex` setting that cannot work."
     if not isinstance(storage, VectorStorage):
@@ -150,6 +151,7 @@ def _check_settings(storage, nprobe, distance_fn, n_clusters, seed, codec, reran
 class IVFIndex:
     "An inverted-file index over a `VectorStorage`: k-means lists, `nprobe` of them scanned per query."
     relayout_fraction = 0.05  # re-lay out when tail plus deleted rows pass this fraction of the rows
+    opens_shard_files = False # `load` refuses one shard's file of a sharded store (its ids are the shard's own)
     def __init__(self,
         storage:VectorStorage,   # the vectors (the index reorders its rows, never copies them)
         nprobe:int=10,           # lists scanned per query
@@ -181,6 +183,7 @@ def dimension(self:IVFIndex) -> int:
     "Numbers in each vector."
     return self.storage.dimension
 
+# %% ../nbs/01_ivf_index.ipynb #cb709d1c
 @patch
 def _reader_lists(self:IVFIndex) -> InvertedLists:
     "The published lists every read uses, or a clear error when there are none to use."
@@ -216,6 +219,7 @@ def _publish(self:IVFIndex, view:StorageView):
     self._lists = InvertedLists(view, self._quantizer, self.offsets, self._list_of_row, self._row_term, self._unit,
                                 self._tail_rows, self._tail_offsets, self._dead_per_list, self._codes, self._sq)
 
+# %% ../nbs/01_ivf_index.ipynb #77eea1b2
 @patch
 def _adopt(self:IVFIndex, view:StorageView, list_of_row:np.ndarray, row_term=None, codes=None):
     "Take rows grouped by list (no tail, no dead rows) as the writer's layout (published with the storage's change)."
@@ -258,6 +262,7 @@ def _check_float32_range(X, distance_fn, shift=None):
         raise ValueError(f"the vectors lie within about {spread:.2g} of their mean but {centre:.3g} from the origin, too tight for float32 "
                          "scores to rank: subtract their mean before indexing them")
 
+# %% ../nbs/01_ivf_index.ipynb #241d59c5
 @patch
 def _train(self:IVFIndex, X, k:int) -> tuple:
     "Train on the sample rows `X`: the coarse quantizer (k-means centroids, and the shift for euclidean), the sq8 tables or None, each row's list."
@@ -327,6 +332,7 @@ def _index_tail(self:IVFIndex, hi:int):
     self._tail_rows = tail[np.argsort(tail_lists, kind='stable')]
     self._tail_offsets = np.concatenate([[0], np.cumsum(np.bincount(tail_lists, minlength=len(self.centroids)))])
 
+# %% ../nbs/01_ivf_index.ipynb #71e2fb8f
 @patch
 def _follow_moved_rows(self:IVFIndex, view:StorageView) -> bool:
     "Adopt rows the storage moved if they are still grouped by list; else re-lay out and return True (the storage calls back)."
@@ -372,6 +378,7 @@ def build_with(self:IVFIndex,
         self._lay_out(self.storage.view(), quantizer, sq)
     return self
 
+# %% ../nbs/01_ivf_index.ipynb #0995825b
 @patch(as_prop=True)
 def quantizers(self:IVFIndex) -> tuple:
     "The trained parts another index can `build_with`: (the `CoarseQuantizer`, the `ScalarQuantizer` or None)."
@@ -384,6 +391,7 @@ def list_sizes(self:IVFIndex) -> np.ndarray:
     "Live vectors in each inverted list (its block plus its tail, less deleted ones)."
     return self._reader_lists().list_live.copy()
 
+# %% ../nbs/01_ivf_index.ipynb #05b539f4
 def lists_summary(sz:np.ndarray, # live vectors per list
                   nprobe:int,     # lists a search scans
                   **more) -> dict:
@@ -440,6 +448,7 @@ def _to_distances(lists:InvertedLists, Q, rows, scores):
     if lists.distance_fn == 'dot': return rows, scores.astype(np.float32)
     return _exact_euclidean(Q, rows, lists.view.matrix)
 
+# %% ../nbs/01_ivf_index.ipynb #b0d22b58
 def _check_query_values(Q:np.ndarray) -> np.ndarray:
     "`Q` if all its values are finite and within ±MAX_VALUE, else a ValueError naming the first bad query."
     if (bad := _bad_row(Q)) >= 0: raise ValueError(f"query {bad} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
@@ -455,6 +464,7 @@ def _check_queries(queries, d:int) -> np.ndarray:
     if Q.shape[1] != d: raise ValueError(f"query has dimension {Q.shape[1]}, index expects {d}")
     return _check_query_values(np.ascontiguousarray(Q, np.float32))
 
+# %% ../nbs/01_ivf_index.ipynb #177ad73f
 def _probe_and_scan(lists:InvertedLists, Qm, nprobe:int, k:int, m:int, mask, n_allowed) -> tuple:
     "Rows and scan scores of each query's `k` best: rank the lists, probe until `k` allowed rows, scan `m` candidates, re-rank sq8."
     with blas_single_thread() as n_threads:
@@ -499,6 +509,7 @@ def search_batch(self:IVFIndex,
     "Ids (nq, k) int64 and distances (nq, k) float32 of the nearest vectors, nearest first, padded with -1 / inf."
     return self._search(self._reader_lists(), queries, k, nprobe, where, rerank)
 
+# %% ../nbs/01_ivf_index.ipynb #e3d25cb1
 @patch
 def search(self:IVFIndex,
     query_vector,       # one vector (d,)
@@ -525,6 +536,7 @@ def search_records_batch(self:IVFIndex,
     view = lists.view
     return [L((i, d, view.metadata(view.row_of(i))) for i, d in zip(r, s) if i >= 0) for r, s in zip(ids.tolist(), dist.tolist())]
 
+# %% ../nbs/01_ivf_index.ipynb #085051e5
 @patch
 def search_records(self:IVFIndex,
     query_vector,       # one vector (d,)
@@ -550,6 +562,7 @@ def _brute_force(lists:InvertedLists, Qm, k:int, allowed=None, block:int=16384):
         push_block(hs, hr, everyone, S, lo, NO_ROWS)
     return sorted_heaps(hs, hr, k)[0]
 
+# %% ../nbs/01_ivf_index.ipynb #33d4bffa
 def _neighbours_with_ties(lists:InvertedLists, Qm, qrows, k:int):
     "For each query (a stored row, left out), its k nearest rows and every other row tied with the k-th: (nq, 2k+1) rows, -1 padded."
     best = _brute_force(lists, Qm, 2 * k + 1)
@@ -564,6 +577,7 @@ def _neighbours_with_ties(lists:InvertedLists, Qm, qrows, k:int):
         out[i, :len(keep)] = keep
     return out
 
+# %% ../nbs/01_ivf_index.ipynb #9af738cc
 def _probes_needed(lists:InvertedLists, Qm, truth_rows, k:int) -> np.ndarray:
     "For each query, the list ranks (1 = nearest centroid) its k nearest rows need, nearest-ranked first, ties taken as they help."
     order = lists.quantizer.rank(Qm, lists.n_lists)[0]
@@ -601,6 +615,7 @@ def _sq8_setting(recall, nprobe:int, n_lists:int, n_live:int, k:int, target_reca
     steps = [*_RERANK_STEPS] + [2 ** e for e in range(5, int(np.ceil(np.log2(max(2, n_live / k)))) + 1)]  # up to every row
     return nprobe, next((r for r in steps if recall(nprobe, r) >= target_recall), steps[-1])
 
+# %% ../nbs/01_ivf_index.ipynb #4c4d60e5
 @patch
 def _calibration(self:IVFIndex, lists:InvertedLists, target_recall, k:int, n_queries:int, seed:int, t0:float) -> dict:
     "The calibration report on the snapshot `lists`: the cheapest setting that reaches `target_recall`, and what it measured."
@@ -616,6 +631,7 @@ def _calibration(self:IVFIndex, lists:InvertedLists, target_recall, k:int, n_que
                 lost_to_probing=round(1 - ceiling, 4), lost_to_quantisation=round(max(ceiling - got, 0.0), 4) if sq8 else 0.0,
                 reached=got >= target_recall, seconds=round(time.perf_counter() - t0, 3))
 
+# %% ../nbs/01_ivf_index.ipynb #2d71c391
 def _check_target_recall(target_recall):
     "`target_recall` if it is a real number in (0, 1], else a ValueError."
     if isinstance(target_recall, (bool, np.bool_)) or not isinstance(target_recall, numbers.Real) or not 0 < target_recall <= 1:
@@ -689,6 +705,7 @@ def _explain_row(self:IVFIndex, lists:InvertedLists, Q, row:int, out:dict, found
         return {**out, 'reason': f"not among the {k} nearest: it is the {_ordinal(out['exact_rank'])} nearest (distance {out['distance']:.4g}; the {_ordinal(k)} is at {out['kth_distance']:.4g})"}
     return self._missed_reason(lists, Q, row, out, probed, ranked, allowed, rr)
 
+# %% ../nbs/01_ivf_index.ipynb #21029cf3
 @patch
 def _missed_reason(self:IVFIndex, lists:InvertedLists, Q, row:int, out:dict, probed:list, ranked:list, allowed, rr:int) -> dict:
     "`out` with why a row among the `k` nearest was not returned: its list was not probed, its 8-bit score pushed it out, or a tie."
@@ -797,7 +814,7 @@ def load(cls:IVFIndex,
     "Reopen an index saved with `save`, without re-clustering."
     s = VectorStorage.load(path, mmap=mmap, verify=verify)
     ex = s.extras
-    if not hasattr(cls, 'identity'): _refuse_shard_file(ex, path)  # the shard servers' index keeps its shard `identity`: it opens its own file
+    if not cls.opens_shard_files: _refuse_shard_file(ex, path)
     settings = _index_settings(ex, path)
     try: index = cls(s, **settings)
     except (TypeError, ValueError) as e: raise CorruptStoreError(f"{path} is corrupt: its index settings are invalid ({e})") from None
@@ -834,6 +851,7 @@ def _index_arrays(ex:dict, d:int, next_id:int, path) -> tuple:
         raise CorruptStoreError(f"{path}: the index sections do not fit together (centroids, offsets, lists)")
     return centroids, offsets, list_of_id
 
+# %% ../nbs/01_ivf_index.ipynb #291ca6db
 @patch
 def _restore(self:IVFIndex, ex:dict, view:StorageView, centroids, offsets, list_of_id, path):
     "Take the saved lists as this index's (under the storage's write lock), watch the storage, and take up its rows."
@@ -859,6 +877,7 @@ def _adopt_saved(self:IVFIndex, ex:dict, view:StorageView, offsets, codes, path)
     elif str(path).lower().endswith('.json'): self._relayout(view)  # JSON keeps rows in id order: lay them out (published on release)
     else: raise CorruptStoreError(f"{path}: the index's lists do not match the stored rows")
 
+# %% ../nbs/01_ivf_index.ipynb #86367b22
 @patch
 def _load_codes(self:IVFIndex, ex:dict, view:StorageView, path):
     "Take the 8-bit quantiser from a store's extras, and its codes when they fit the rows (None: they are encoded again)."

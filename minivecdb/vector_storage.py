@@ -284,6 +284,7 @@ def _fill_rows(self:VectorStorage,
                 what = "vector" if single else f"row {i + bad}"
                 raise ValueError(f"{what} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e} (after conversion to float32)")
 
+# %% ../nbs/00_vector_storage.ipynb #aad4eb48
 @patch
 def _commit_rows(self:VectorStorage,
     start:int,      # first of the filled rows
@@ -400,6 +401,7 @@ def get_all(self:VectorStorage) -> L:
     "Every `(id, vector, metadata)`, in id order."
     return self.view().get_all()
 
+# %% ../nbs/00_vector_storage.ipynb #732042b8
 @patch(as_prop=True)
 def vectors(self:VectorStorage) -> np.ndarray:
     "Live vectors, (n, dimension) float32, C-contiguous, in row order."
@@ -509,6 +511,7 @@ def _refuse_operators(where:dict):
         op = field if str(field).startswith("$") else next((k for v in values if isinstance(v, dict) for k in v if str(k).startswith("$")), None)
         if op is not None: raise ValueError(f"where uses the operator {op!r} (on {field!r}), which is not supported: where takes field: value or field: [values]")
 
+# %% ../nbs/00_vector_storage.ipynb #e2531d3b
 @patch
 def where_mask(self:StorageView,
     where, # dict of field -> value (or list of values: any of them), all fields must match; or callable(metadata) -> bool
@@ -599,6 +602,7 @@ def _store_path(path) -> Path:
     if not real.parent.is_dir(): raise FileNotFoundError(f"cannot save to {path}: its directory {real.parent} does not exist")
     return real
 
+# %% ../nbs/00_vector_storage.ipynb #bc354528
 def _take_lock(lock_path:Path, path:Path):
     "The lock file `lock_path` of store `path`, open, locked and holding our pid; `StoreLockedError` if another writer holds it."
     f = open(lock_path, "a+")
@@ -648,6 +652,7 @@ def _write_array(f, a:np.ndarray):
     f.flush()
     a.tofile(f)
 
+# %% ../nbs/00_vector_storage.ipynb #7e618b07
 def _pad(f, offset:int):
     "Pad `f` with zeros up to file position `offset`."
     f.write(b"\0" * (offset - f.tell()))
@@ -788,6 +793,7 @@ def _extra_span(k:str, e, path) -> tuple:
         raise _corrupt_header(path, f"extras[{k!r}] has dtype {e['dtype']!r}, shape {shape!r}, offset {offset!r}; expected a numeric dtype and counts")
     return offset, dtype.itemsize * int(np.prod(shape))
 
+# %% ../nbs/00_vector_storage.ipynb #568c84c4
 def _check_sections(header:dict, path):
     "CorruptStoreError naming the first header field with the wrong type, or the first section that lies outside the file."
     _check_fields(header, path)
