@@ -4,7 +4,7 @@
 
 # %% ../nbs/05b_distributed.ipynb #d8549d77
 from __future__ import annotations
-import contextlib, json, logging, os, re, sys, threading, time, uuid, zlib
+import contextlib, json, logging, os, re, sys, threading, uuid, zlib
 from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
@@ -123,6 +123,7 @@ def _centroids_crc(quantizer:CoarseQuantizer) -> str:
 class _ShardIndex(IVFIndex):
     "An `IVFIndex` whose file also holds its place in a sharded store (`identity`) and the delete requests it answered."
     identity, requests, max_requests = None, None, 10_000
+    opens_shard_files = True  # each shard server opens its own shard's file
     def _index_extras(self, view) -> dict:
         extras = super()._index_extras(view)
         if self.identity is not None: extras[SHARD_KEY] = self.identity
