@@ -10,12 +10,12 @@ store prints one line `minivecdb: error: ...` and exits 1.
 Every case starts its own Ray (two CPUs, ~7 s) in a worker of its own and stops it at the end, so only one is fast.
 The category "distributed" is added to `core.CATEGORIES` when this module is imported.
 """
-import contextlib, json, os, shutil, signal, time, zlib
+import contextlib, json, os, shutil, signal, subprocess, time, zlib
 from pathlib import Path
 import numpy as np
 from . import core
 from .core import (case, lib, ok, wrong, unclear, crash, loss, worst, expect_error, judge_error, make_data, quiet,
-                   exact_distances, unexpected, short, run_cli, judge_cli, stderr_lines, OK)
+                   exact_distances, unexpected, short, run_cli, judge_cli, stderr_lines, cli_command, cli_env, OK)
 
 CAT = "distributed"
 if CAT not in core.CATEGORIES: core.CATEGORIES = core.CATEGORIES + (CAT,)
@@ -920,3 +920,89 @@ def shard_closed_or_ray_stopped(t):
         except Exception as e: outs.append(unexpected(e, "close after ray.shutdown(): "))
         labels.append("close after ray.shutdown()")
     return worst(outs, labels)
+
+
+def _group_left(pgid:int, limit:float=120.0) -> list:
+    "The live processes still in process group `pgid` after waiting up to `limit` seconds (a limit against a leak, not a measurement)."
+    t0 = time.time()
+    while True:
+        ps = subprocess.run(["ps", "-eo", "pgid=,stat=,args="], capture_output=True, text=True).stdout.splitlines()
+        left = [l.split(None, 2)[2][:60] for l in ps if l.split()[0] == str(pgid) and not l.split()[1].startswith("Z")]
+        if not left or time.time() - t0 > limit: return left
+        time.sleep(1)
+
+
+@case(CAT, "fast", timeout=600, fresh=True, cost=40)
+def cli_damaged_shard_program(t):
+    """The real `minivecdb` program (a process of its own, which starts its own Ray) on a sharded store with a damaged
+    shard: `stats` with flipped bytes in shard 0's rows, and with the two shard files swapped: exit 1 with one line
+    `minivecdb: error: ...` naming the shard file, no Ray traceback or log on stderr, and no Ray process left behind."""
+    with ray_up(): good = _cli_store(t)
+    outs, labels = [], []
+    flipped = t.tmp / "flipped"; shutil.copytree(good, flipped)
+    f = flipped / "shard-0.ivf"; b = bytearray(f.read_bytes()); mid = len(b) // 2; b[mid:mid + 64] = bytes(x ^ 0xFF for x in b[mid:mid + 64]); f.write_bytes(bytes(b))
+    swapped = t.tmp / "swapped"; shutil.copytree(good, swapped)
+    (swapped / "shard-0.ivf").rename(swapped / "tmp.ivf"); (swapped / "shard-1.ivf").rename(swapped / "shard-0.ivf"); (swapped / "tmp.ivf").rename(swapped / "shard-1.ivf")
+    for label, argv, words in (("stats, flipped bytes in shard 0", ["stats", flipped], [("corrupt", "checksum")]),
+                               ("stats, shard files swapped", ["stats", swapped], [("shard 0", "shard 1", "position", "place")])):
+        # this worker's 8 GiB address-space limit is inherited: a smaller object store keeps Ray's mmap inside it
+        env = {**cli_env(), "RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION": "0.05"}
+        p = subprocess.Popen(cli_command() + [str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env, start_new_session=True)
+        try: so, se = p.communicate(timeout=400)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL); p.communicate()
+            outs.append(crash(f"no answer within 400 s")); labels.append(label); continue
+        o = judge_cli(p.returncode, se, words=words)
+        if o.kind == OK and not stderr_lines(se)[0].startswith("minivecdb: error:"): o = unclear(f"stderr line is not 'minivecdb: error: ...': {stderr_lines(se)[0][:160]!r}")
+        left = _group_left(p.pid)
+        if o.kind == OK and left: o = unclear(f"{len(left)} Ray processes still running 120 s after the program exited: {left[:3]}")
+        outs.append(o); labels.append(label)
+    return worst(outs, labels)
+
+
+def _descendants(pid:int) -> dict:
+    "{pid: command} of every live process below `pid`, from `ps`."
+    rows = [l.split(None, 3) for l in subprocess.run(["ps", "-eo", "pid=,ppid=,stat=,args="], capture_output=True, text=True).stdout.splitlines()]
+    kids, cmd = {}, {}
+    for r in rows:
+        if len(r) < 4 or r[2].startswith("Z"): continue
+        kids.setdefault(int(r[1]), []).append(int(r[0])); cmd[int(r[0])] = r[3][:60]
+    out, todo = {}, [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []): out[k] = cmd[k]; todo.append(k)
+    return out
+
+
+_HOLD = """import sys, time
+from minivecdb.distributed import ShardedIndex
+ix = ShardedIndex.load(sys.argv[1]); ix.search_batch(ix.quantizer.centroids[:2], k=3)
+print("ready", flush=True); time.sleep(3600)"""
+
+
+@case(CAT, "slow", timeout=600, fresh=True, cost=120)
+def shard_driver_sigkill_leaves_nothing(t):
+    """A program that started Ray and opened a sharded store is killed with SIGKILL: every process it started (raylet, GCS,
+    shard actors, Ray's dashboard and runtime-env agents) exits by itself within 240 s (a limit against a leak: Ray's agents
+    notice the raylet's death about a minute later), and the store opens again afterwards."""
+    with ray_up(): good = _cli_store(t)
+    env = {**cli_env(), "RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION": "0.05"}  # inside this worker's 8 GiB address space
+    p = subprocess.Popen([os.sys.executable, "-c", _HOLD, str(good)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env, start_new_session=True)
+    line = p.stdout.readline()
+    if line.strip() != "ready":
+        p.kill(); return crash(f"the program holding the store did not start: {short(p.stderr.read(), 200)}")
+    started = _descendants(p.pid)
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    t0 = time.time()
+    while time.time() - t0 < 240:
+        left = {k: v for k, v in _descendants(1).items() if k in started}
+        if not left: break
+        time.sleep(2)
+    if left: return wrong(f"{len(left)} of the {len(started)} processes it started still run 240 s after SIGKILL: {sorted(set(left.values()))[:4]}")
+    with ray_up():
+        try:
+            sh = dist().ShardedIndex.load(good)
+            n = len(sh); _close(sh)
+        except Exception as e: return unexpected(e, "load after the killed program: ")
+    return ok(f"{len(started)} processes started, none left after {time.time() - t0:.0f} s; the store opens again with {n} vectors")
