@@ -82,6 +82,7 @@ def _records_of_rows(view, rows:np.ndarray) -> list:
     "Per query, the `(vector, metadata)` of each row found (None for -1), read from the snapshot `view` the rows came from."
     return [[None if r < 0 else (view.matrix[r].copy(), view.metadata(r)) for r in q] for q in rows.tolist()]
 
+# %% ../nbs/05b_distributed.ipynb #79765843
 def shard_search(index:IVFIndex, # one shard's index
                  Q,              # (nq, d) float32 queries, checked by the driver
                  probes,         # (nq, P) lists to scan per query, ranked by the driver (-1 for none)
@@ -120,6 +121,7 @@ def _centroids_crc(quantizer:CoarseQuantizer) -> str:
     if quantizer.shift is not None: crc = zlib.crc32(np.ascontiguousarray(quantizer.shift, "<f4").tobytes(), crc)
     return f"{crc:08x}"
 
+# %% ../nbs/05b_distributed.ipynb #c93225ab
 class _ShardIndex(IVFIndex):
     "An `IVFIndex` whose file also holds its place in a sharded store (`identity`) and the delete requests it answered."
     identity, requests, max_requests = None, None, 10_000
@@ -178,6 +180,7 @@ def _take_identity(self:ShardServer, expect:dict):
     asked = ext.get(REQUESTS_KEY)
     self.index.requests = dict.fromkeys(r for r in (asked if isinstance(asked, list) else []) if isinstance(r, str))
 
+# %% ../nbs/05b_distributed.ipynb #c081cbe3
 @patch
 def _open_log(self:ShardServer):
     "Open the shard's write-ahead log and replay the writes it holds onto the index (saving the file after, if it can)."
@@ -194,6 +197,7 @@ def _skip_ids(index:IVFIndex, first:int):
         n = first - s.view().next_id
         for i in index.add_vectors_bulk(np.ones((n, s.dimension), np.float32)).tolist(): index.delete(i)
 
+# %% ../nbs/05b_distributed.ipynb #e5ab7bcc
 def _replay_with_gaps(index:IVFIndex, entries:list, name) -> int:
     "`replay` the logged `entries` one by one, passing over the local ids an add jumps (ids of an add that failed on this shard)."
     applied = 0
@@ -333,6 +337,7 @@ def _ray_session_id():
     "The job id of this process's connection to Ray (a new one after `ray.shutdown()` and `ray.init()`), or None when Ray is not running."
     return sys.modules["ray"].get_runtime_context().get_job_id() if _ray_running() else None
 
+# %% ../nbs/05b_distributed.ipynb #635277c7
 class ShardedIndex:
     "An IVF index spread over Ray actors, rows by id: one set of centroids on the driver, each shard an `IVFIndex`, exact top-k merged."
     timeout = 300.0      # seconds a shard has to answer, a restart included, before a call fails naming it (a limit against hangs: a new actor on a busy machine took over 60 s)
@@ -368,6 +373,7 @@ def _live_ray(self:ShardedIndex):
         raise RuntimeError("Ray was shut down after this ShardedIndex was opened, which stopped its shards: open the store again with ShardedIndex.load")
     return sys.modules["ray"]
 
+# %% ../nbs/05b_distributed.ipynb #9754620c
 @patch
 def _gather(self:ShardedIndex, refs:dict, what:str) -> dict:
     "Each shard's answer to a call (`refs`: shard -> pending result), or an error naming the first shard that failed."
@@ -443,6 +449,7 @@ def _check_where(where):
     try: cloudpickle.dumps(where)
     except Exception as e: raise TypeError(f"where is a callable the shards cannot receive ({type(e).__name__}: {e}); pass a picklable function or a dict filter") from None
 
+# %% ../nbs/05b_distributed.ipynb #b2e817c1
 @patch
 def _search(self:ShardedIndex, queries, k:int, nprobe:int, where, rerank:int, records:bool) -> tuple:
     "A search's steps: the arguments checked as one node checks them, the probes ranked, the shards asked, their answers merged."
@@ -454,6 +461,7 @@ def _search(self:ShardedIndex, queries, k:int, nprobe:int, where, rerank:int, re
     m = self._candidates(k, rerank)
     return self._fan_out(Q, self._probes(Q, nprobe, n_allowed, k), m, k, where, records)
 
+# %% ../nbs/05b_distributed.ipynb #b7eba44c
 @patch
 def search_batch(self:ShardedIndex,
     queries,            # one vector (d,) or a batch (nq, d)
@@ -546,6 +554,7 @@ def _id_list(ids) -> str:
     if len(ids) > 10: return f"ids {', '.join(map(str, ids[:10]))}, … ({len(ids)} in all)"
     return f"ids {', '.join(map(str, ids[:-1]))} and {ids[-1]}"
 
+# %% ../nbs/05b_distributed.ipynb #5044f7a6
 @patch
 def _gather_add(self:ShardedIndex, sent:dict, ids:np.ndarray):
     "Wait for every shard's part of an add (`sent`) and keep their new `info`; when one failed, an error saying exactly which ids are stored."
@@ -797,6 +806,7 @@ def _check_task_cpus(ray):
         raise RuntimeError("Ray has no CPU for tasks (it was started with num_cpus=0): shard files are written and texts embedded "
                            "in Ray tasks, so start Ray with at least one CPU or add a worker node")
 
+# %% ../nbs/05b_distributed.ipynb #4454861b
 def _wait_for_shards(pending:list, files:list, progress:bool):
     "Wait for the shard-writing tasks, with a progress bar; a task's error is raised as itself, naming its shard."
     ray = _ray()

@@ -130,6 +130,7 @@ def _check_positive(v, name):
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
     return int(v)
 
+# %% ../nbs/01_ivf_index.ipynb #9a6c439a
 def _check_seed(seed):
     "`seed` if it is an int in 0..2**32-1 (what numpy and torch accept), else a ValueError."
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
@@ -201,6 +202,7 @@ def _grown(a:np.ndarray, n:int, fill) -> np.ndarray:
     out[:len(a)] = a
     return out
 
+# %% ../nbs/01_ivf_index.ipynb #999caee4
 def _grown_rows(a:np.ndarray, n:int) -> np.ndarray:
     "`_grown` for a 2-D array: `a` if it has `n` rows, else a copy with at least twice as many (zeros beyond)."
     if len(a) >= n: return a
@@ -208,11 +210,13 @@ def _grown_rows(a:np.ndarray, n:int) -> np.ndarray:
     out[:len(a)] = a
     return out
 
+# %% ../nbs/01_ivf_index.ipynb #dcba084a
 @patch
 def _assign(self:IVFIndex, X) -> np.ndarray:
     "Nearest list (int32) of each row of `X`, as the coarse quantizer ranks lists (measured from `shift` for euclidean)."
     return self._quantizer.assign(X)
 
+# %% ../nbs/01_ivf_index.ipynb #14536b03
 @patch
 def _publish(self:IVFIndex, view:StorageView):
     "Make the writer's current lists what readers see: one new `InvertedLists`, swapped in by one assignment."
@@ -230,6 +234,7 @@ def _adopt(self:IVFIndex, view:StorageView, list_of_row:np.ndarray, row_term=Non
     self._dead_per_list = np.zeros(len(self.centroids), np.int64)
     self._layout_version, self._n_rows_seen, self._n_dead_seen = view.layout_version, view.n_rows, view.n_dead
 
+# %% ../nbs/01_ivf_index.ipynb #68dddc6f
 @patch
 def _lists_of_rows(self:IVFIndex, view:StorageView, rows:np.ndarray) -> np.ndarray:
     "The list of each of `rows`, from `list_of_id`; rows this index has not seen yet are assigned (and recorded) now."
@@ -240,6 +245,7 @@ def _lists_of_rows(self:IVFIndex, view:StorageView, rows:np.ndarray) -> np.ndarr
     if new.any(): lists[new] = self._assign(view.matrix[rows[new]]); self.list_of_id[ids[new]] = lists[new]
     return lists
 
+# %% ../nbs/01_ivf_index.ipynb #b939b5d3
 @patch
 def _relayout(self:IVFIndex, view:StorageView):
     "Permute the storage so each list is one contiguous block of live rows: no k-means, dead rows dropped."
@@ -315,6 +321,7 @@ def _absorb_rows(self:IVFIndex, view:StorageView):
     self._index_tail(hi)
     self._n_rows_seen = hi
 
+# %% ../nbs/01_ivf_index.ipynb #793f97e3
 @patch
 def _extend_row_data(self:IVFIndex, X, lo:int, hi:int):
     "The scan's per-row data for the new rows lo:hi (vectors `X`): row terms and, for sq8, 8-bit codes."
@@ -324,6 +331,7 @@ def _extend_row_data(self:IVFIndex, X, lo:int, hi:int):
         self._unit = self._unit and _all_unit(term, self.distance_fn)
     if self._sq is not None: self._codes = _grown_rows(self._codes, hi); self._codes[lo:hi] = self._sq.encode(X)
 
+# %% ../nbs/01_ivf_index.ipynb #27ca1330
 @patch
 def _index_tail(self:IVFIndex, hi:int):
     "Group the rows past the laid-out blocks (up to `hi`) by list: the tail CSR the scans visit with each list."
@@ -342,6 +350,7 @@ def _follow_moved_rows(self:IVFIndex, view:StorageView) -> bool:
     self._adopt(view, lor)
     return False
 
+# %% ../nbs/01_ivf_index.ipynb #794938a0
 @patch
 def _on_change(self:IVFIndex, view:StorageView):
     "Keep up with a change to the storage, then publish: called by the writer that made it, under the storage's write lock."
@@ -352,12 +361,14 @@ def _on_change(self:IVFIndex, view:StorageView):
     if view.n_dead + len(self._tail_rows) > self.relayout_fraction * view.n_rows: return self._relayout(view)  # calls back
     self._publish(view)
 
+# %% ../nbs/01_ivf_index.ipynb #c3ec0912
 @patch
 def _count_dead(self:IVFIndex, view:StorageView):
     "Count the deleted rows of each list (the scans subtract them from the list sizes)."
     self._dead_per_list = np.bincount(self._list_of_row[:view.n_rows][~view.alive], minlength=len(self.centroids))
     self._n_dead_seen = view.n_dead
 
+# %% ../nbs/01_ivf_index.ipynb #b73d3229
 @patch
 def _on_replaced(self:IVFIndex):
     "Another index built over the same storage has taken over its layout."
@@ -442,6 +453,7 @@ def _exact_euclidean(Q, rows, X):
     at = np.arange(len(rows))[:, None]
     return rows[at, o], D[at, o].astype(np.float32)
 
+# %% ../nbs/01_ivf_index.ipynb #9cad866a
 def _to_distances(lists:InvertedLists, Q, rows, scores):
     "The rows, and the metric's distances to them (float32), nearest first."
     if lists.distance_fn == 'cosine': return rows, (1 + scores).astype(np.float32)
@@ -454,6 +466,7 @@ def _check_query_values(Q:np.ndarray) -> np.ndarray:
     if (bad := _bad_row(Q)) >= 0: raise ValueError(f"query {bad} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
     return Q
 
+# %% ../nbs/01_ivf_index.ipynb #d13e7ab2
 def _check_queries(queries, d:int) -> np.ndarray:
     "Queries as a C-contiguous (nq, d) float32 array, or an error saying what is wrong."
     try: Q = np.asarray(queries)
@@ -474,6 +487,7 @@ def _probe_and_scan(lists:InvertedLists, Qm, nprobe:int, k:int, m:int, mask, n_a
         if lists.codes is not None: rows, scores = rerank(Qm, rows, lists, k)
     return rows, scores
 
+# %% ../nbs/01_ivf_index.ipynb #fe20e310
 def _ids_of_rows(view:StorageView, rows:np.ndarray) -> np.ndarray:
     "The int64 ids of `rows` in `view`, -1 where a row is -1 (no result)."
     found = rows >= 0
@@ -552,6 +566,7 @@ def _flat_scores(lists:InvertedLists, Qm, lo:int, hi:int) -> np.ndarray:
     "Float32 scan scores (nq, hi - lo) of rows lo:hi for transformed queries `Qm`, as a flat scan computes them."
     return lists._products(Qm, slice(lo, hi))
 
+# %% ../nbs/01_ivf_index.ipynb #32797a14
 def _brute_force(lists:InvertedLists, Qm, k:int, allowed=None, block:int=16384):
     "Rows (nq, k) of the k best scores over every allowed row (live rows by default), nearest first, -1 for none."
     allowed, hs, hr = lists.view.alive if allowed is None else allowed, *empty_heaps(len(Qm), k)
@@ -586,6 +601,7 @@ def _probes_needed(lists:InvertedLists, Qm, truth_rows, k:int) -> np.ndarray:
     ranks = np.where(truth_rows >= 0, rank_of[np.arange(len(Qm))[:, None], lists.list_of_row[np.maximum(truth_rows, 0)]], lists.n_lists + 1)
     return np.sort(ranks, axis=1)[:, :k]
 
+# %% ../nbs/01_ivf_index.ipynb #31c16ca1
 def _calibration_truth(lists:InvertedLists, live:np.ndarray, k:int, n_queries:int, seed:int) -> tuple:
     "Live rows drawn as held-out queries: their vectors, their ids, their true neighbours' ids (ties in) and the sorted list ranks those need."
     view = lists.view
@@ -600,12 +616,14 @@ def _nprobe_for(need:np.ndarray, target_recall:float) -> int:
     "The smallest nprobe that probes a share `target_recall` of the true neighbours' lists, from their sorted list ranks `need`."
     return int(need[min(len(need) - 1, int(np.ceil(target_recall * len(need))) - 1)])
 
+# %% ../nbs/01_ivf_index.ipynb #9e39a3bf
 @patch
 def _held_out_recall(self:IVFIndex, lists, Q, qids, truth, k, nprobe, rerank_k=None) -> float:
     "Recall@k of a search of stored vectors `Q` (ids `qids`): the share of the k found (own id left out) in `truth`, each query's ids at most as far as its k-th nearest (ties count)."
     found = self._search(lists, Q, k + 1, nprobe, None, rerank_k)[0]
     return float(np.mean([min(k, len(set([i for i in f if i != q][:k]) & t)) / k for f, q, t in zip(found.tolist(), qids.tolist(), truth)]))
 
+# %% ../nbs/01_ivf_index.ipynb #4bbd3832
 _RERANK_STEPS = (1, 2, 3, 4, 6, 8, 12, 16)
 
 def _sq8_setting(recall, nprobe:int, n_lists:int, n_live:int, k:int, target_recall:float) -> tuple:
@@ -667,6 +685,7 @@ def _explain_rank(self:IVFIndex, lists, Q, row, k, allowed) -> dict:
     dist = pairwise_distances(Q, lists.view.matrix[[row, kth]], self.distance_fn)[0]
     return dict(exact_rank=better + 1, distance=round(float(dist[0]), 6), kth_distance=round(float(dist[1]), 6))
 
+# %% ../nbs/01_ivf_index.ipynb #0917e27c
 @patch
 def _explain_codes(self:IVFIndex, lists, Q, row, probed, allowed) -> int:
     "Rank of `row` by its 8-bit score among the allowed rows of the `probed` lists (1 = best)."
@@ -677,6 +696,7 @@ def _explain_codes(self:IVFIndex, lists, Q, row, probed, allowed) -> int:
     R = np.concatenate([np.arange(r, r + len(s)) if isinstance(r, int) else r for s, r in scored])
     return int((S <= S[R == row][0]).sum())  # hidden rows score inf; ties counted ahead: the search may keep either
 
+# %% ../nbs/01_ivf_index.ipynb #ce932a3e
 def _excluded(view:StorageView, id, row:int, allowed, where):
     "Why `id` cannot be a result at any `nprobe` (deleted, never issued, filtered out by `where`), or None if it can."
     if row < 0:
@@ -684,6 +704,7 @@ def _excluded(view:StorageView, id, row:int, allowed, where):
         return f"id {id} was deleted" if issued else f"no vector has id {id!r}"
     if not allowed[row]: return f"id {id} is filtered out: its metadata {view.metadata(row)} does not match where={where!r}"
 
+# %% ../nbs/01_ivf_index.ipynb #79faaf05
 def _lists_probed(lists:InvertedLists, Qm, nprobe:int, k:int, n_allowed) -> tuple:
     "For the one query `Qm`: the lists a search probes (extended until `k` allowed rows), and every list in centroid order."
     probes, scores = lists.quantizer.rank(Qm, nprobe)
@@ -718,6 +739,7 @@ def _missed_reason(self:IVFIndex, lists:InvertedLists, Q, row:int, out:dict, pro
         return {**out, 'rerank': rr, 'code_rank': a, 'reason': f"pushed out by 8-bit quantisation: its 8-bit score ranks {_ordinal(a)} in the probed lists, past the {rr * k} candidates re-scored: use rerank >= {-(-a // k)}"}
     return {**out, 'reason': f"tied at the {_ordinal(k)} distance ({out['kth_distance']:.4g}) with a vector that was returned"}
 
+# %% ../nbs/01_ivf_index.ipynb #c76ed46c
 @patch
 def _explain_args(self:IVFIndex, lists:InvertedLists, query, k, nprobe, rerank) -> tuple:
     "The checked query (one row), `k`, `nprobe` and `rerank` of an `explain`, the index's own where not given."
@@ -797,6 +819,7 @@ def _index_extras(self:IVFIndex, view:StorageView) -> dict:
     if self._sq is not None: extras.update(ivf_codes=self._codes[:view.n_rows], ivf_sq8_vmin=self._sq.vmin, ivf_sq8_scale=self._sq.scale)
     return extras
 
+# %% ../nbs/01_ivf_index.ipynb #c9e06769
 @patch
 def _saved_settings(self:IVFIndex) -> dict:
     "The settings `save` writes (and `load` passes back to the constructor), with the calibration report and the format."
@@ -833,6 +856,7 @@ def _refuse_shard_file(ex:dict, path):
     which = f"shard {ident['shard']} of {ident['n_shards']}" if {'shard', 'n_shards'} <= ident.keys() else "a shard"
     raise ValueError(f"{path} is {which} of a sharded store; open its directory with ShardedIndex.load({str(Path(path).parent)!r})")
 
+# %% ../nbs/01_ivf_index.ipynb #dde18457
 def _index_settings(ex:dict, path) -> dict:
     "The saved settings in a store's extras, as `IVFIndex` keywords, after checking that the index sections are there."
     if 'ivf_settings' not in ex: raise ValueError(f"{path} holds a storage but no IVF index: build one with IVFIndex(storage).build()")
@@ -841,6 +865,7 @@ def _index_settings(ex:dict, path) -> dict:
         raise CorruptStoreError(f"{path} is corrupt: its index settings or sections are missing or of the wrong type")
     return dict({k: cfg[k] for k in keys}, codec=cfg.get('codec', 'flat'), rerank=cfg.get('rerank', 4))
 
+# %% ../nbs/01_ivf_index.ipynb #4e849854
 def _index_arrays(ex:dict, d:int, next_id:int, path) -> tuple:
     "The saved centroids, offsets and `list_of_id`, after checking they describe lists of `d`-dim vectors for every id below `next_id`."
     centroids = np.asarray(ex['ivf_centroids'], np.float32)
@@ -863,6 +888,7 @@ def _restore(self:IVFIndex, ex:dict, view:StorageView, centroids, offsets, list_
     self.storage.watch(self._on_change, self._on_replaced)
     self._adopt_saved(ex, view, offsets, codes, path)
 
+# %% ../nbs/01_ivf_index.ipynb #ba4af164
 @patch
 def _adopt_saved(self:IVFIndex, ex:dict, view:StorageView, offsets, codes, path):
     "Adopt rows saved in list order and publish them; lay JSON's id-ordered rows out again; anything else is corrupt."

@@ -153,6 +153,7 @@ def _numeric_array(vectors, dimension:int) -> np.ndarray:
     if arr.dtype.kind not in 'iuf': raise TypeError(f"vector must hold int or float numbers, got {arr.dtype} values")
     return arr
 
+# %% ../nbs/00_vector_storage.ipynb #5484577d
 @patch
 def _as_rows(self:VectorStorage,
     vectors,            # one vector (`single`) or an (n, dimension) array-like
@@ -184,6 +185,7 @@ def _structure_problem(v) -> str:
     return None
 _NO_KEY = object()
 
+# %% ../nbs/00_vector_storage.ipynb #bf406d66
 def _shown(v) -> str:
     "A value as a user would recognise it in a message: JSON's names for non-finite numbers, at most 60 characters."
     if isinstance(v, float) and not np.isfinite(v): return "NaN" if np.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
@@ -210,6 +212,7 @@ def _check_shapes(metadatas:list, where):
         if not isinstance(m, dict): raise TypeError(f"{where(i)} must be a dict, got {type(m).__name__}")
         if (p := _structure_problem(m)) is not None: raise TypeError(f"{where(i)} {p}")
 
+# %% ../nbs/00_vector_storage.ipynb #bc99c382
 def _round_trip(metadatas:list, where) -> list:
     "`metadatas` through one JSON round trip (a checked deep copy); TypeError naming, with `where(i)`, the first row JSON refuses."
     try: return json.loads(json.dumps(metadatas, allow_nan=False))
@@ -217,6 +220,7 @@ def _round_trip(metadatas:list, where) -> list:
         i, problem = next((i, p) for i, m in enumerate(metadatas) if (p := metadata_problem(m)))
         raise TypeError(f"{where(i)} is not JSON-serialisable: {problem}") from None
 
+# %% ../nbs/00_vector_storage.ipynb #af738752
 def _check_metadatas(metadatas, # a list of dicts (or None), one per vector
                      n:int,     # number of vectors they belong to
                      single:bool=False): # name errors "metadata" instead of "metadata of row i"
@@ -343,6 +347,7 @@ def _as_id(id):
     try: return operator.index(id)
     except TypeError: return None
 
+# %% ../nbs/00_vector_storage.ipynb #0478a4d5
 def _json_copy(v):
     "A deep copy of a JSON value (dicts, lists, scalars), much faster than `copy.deepcopy`."
     if isinstance(v, dict): return {k: _json_copy(x) for k, x in v.items()}
@@ -358,12 +363,14 @@ def row_of(self:StorageView, id) -> int:
     r = int(self._id_to_row[i])
     return r if r >= 0 and self.alive[r] else -1
 
+# %% ../nbs/00_vector_storage.ipynb #843dd724
 @patch
 def metadata(self:StorageView, row:int) -> dict:
     "A copy of the metadata of `row` (`{}` when it has none)."
     m = self._metas.items[row]
     return {} if m is None else _json_copy(m)
 
+# %% ../nbs/00_vector_storage.ipynb #d6b164f5
 @patch
 def get(self:StorageView, id):
     "Copies of the `(vector, metadata)` stored under `id`."
@@ -461,6 +468,7 @@ def _checked_order(self:VectorStorage, order) -> np.ndarray:
     if missing.any(): raise ValueError(f"live row {int(np.argmax(missing))} is missing from order")
     return order[self._alive[order]]
 
+# %% ../nbs/00_vector_storage.ipynb #a9fe5982
 @patch
 def _rebuild_rows(self:VectorStorage,
     order:np.ndarray, # checked int64 row numbers, live rows only
@@ -504,6 +512,7 @@ def _matcher(want):
     bools, others = [bool(a) for a in allowed if is_bool(a)], [a for a in allowed if not is_bool(a)]
     return lambda v: v in bools if isinstance(v, bool) else v in others
 
+# %% ../nbs/00_vector_storage.ipynb #8a98ad54
 def _refuse_operators(where:dict):
     "A `where` dict uses only equality: an operator (`$gt`, `$in`, `$or`, ...) is refused rather than matching nothing."
     for field, want in where.items():
@@ -549,15 +558,18 @@ def _fsync_dir(path:Path):
     except OSError: pass
     finally: os.close(fd)
 
+# %% ../nbs/00_vector_storage.ipynb #5d79afce
 def _disk_full(e:OSError) -> bool:
     "Whether `e` means the disk is full: ENOSPC or EDQUOT, or numpy's short-write message that carries no errno."
     return e.errno in (errno.ENOSPC, errno.EDQUOT) or (e.errno is None and "requested and" in str(e))
 
+# %% ../nbs/00_vector_storage.ipynb #5e5ee2c6
 def _full_disk_error(path:Path) -> OSError:
     "The error for a save to `path` that the full disk refused, with the space left there."
     free = shutil.disk_usage(path.parent).free
     return OSError(errno.ENOSPC, f"the disk holding {path.parent} is full ({free:,} bytes free), so {path.name} was left unchanged")
 
+# %% ../nbs/00_vector_storage.ipynb #1ab18686
 def _write_durably(fd:int, write):
     "Fill the new file open as `fd` with `write`, then flush and fsync it, so its bytes are on disk before the rename."
     if hasattr(os, "fchmod"): os.fchmod(fd, 0o644)
@@ -585,6 +597,7 @@ def _atomic_write(path:Path,  # the file to replace
 class StoreLockedError(RuntimeError):
     "Another writer holds the lock of this store."
 
+# %% ../nbs/00_vector_storage.ipynb #d0a51a74
 def _try_lock(f) -> bool:
     "Take an exclusive, non-blocking OS lock on open file `f`; False if someone else holds it."
     try:
@@ -593,6 +606,7 @@ def _try_lock(f) -> bool:
     except OSError: return False
     return True
 
+# %% ../nbs/00_vector_storage.ipynb #18b995ec
 def _store_path(path) -> Path:
     "`path` checked as a file to write, resolved (symlinks followed): every spelling of one file gives one path (and one lock)."
     if not str(path).strip(): raise ValueError("the path is empty: give the file to save the store to")
@@ -615,6 +629,7 @@ def _take_lock(lock_path:Path, path:Path):
     f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
     return f
 
+# %% ../nbs/00_vector_storage.ipynb #e9d21af1
 def _remove_stray_temps(path:Path):
     "Delete the temporary files that killed writers of `path` left beside it."
     for stray in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
@@ -645,6 +660,7 @@ MAGIC, FORMAT_VERSION = b"MINIVEC\0", 1
 _PREFIX = struct.Struct("<8sIII")  # magic, format version, header length, header CRC-32
 _ALIGN = 64
 
+# %% ../nbs/00_vector_storage.ipynb #dca1d648
 def _aligned(n:int) -> int: return -(-n // _ALIGN) * _ALIGN
 
 def _write_array(f, a:np.ndarray):
@@ -657,6 +673,7 @@ def _pad(f, offset:int):
     "Pad `f` with zeros up to file position `offset`."
     f.write(b"\0" * (offset - f.tell()))
 
+# %% ../nbs/00_vector_storage.ipynb #58e720f6
 def _place_sections(sizes:dict) -> dict:
     "Offset of each section of `sizes` (name -> bytes) laid end to end on 64-byte boundaries, and the 'end' of the last."
     at, end = {}, 0
@@ -680,6 +697,7 @@ def _check_extras(extras:dict) -> dict:
         out[k] = v
     return out
 
+# %% ../nbs/00_vector_storage.ipynb #5d2a22fc
 def _extras_header(extras:dict, arrays:dict, at:dict) -> dict:
     "The header's entry for each extra: its JSON value, or the dtype, shape, offset (from `at`) and CRC-32 of its array."
     ext = {k: dict(value=v) for k, v in extras.items() if k not in arrays}
@@ -713,6 +731,7 @@ def _row_blocks(self:VectorStorage):
     live, step = np.flatnonzero(self._alive[:self._n_rows]), max(1, (16 << 20) // (4 * self.dimension))
     for i in range(0, len(live), step): yield self._data[live[i:i + step]]
 
+# %% ../nbs/00_vector_storage.ipynb #4ab6a016
 @patch
 def _rows_crc32(self:VectorStorage) -> int:
     "CRC-32 of the live rows' vectors, exactly as `save` writes them."
@@ -777,6 +796,7 @@ def _corrupt_header(path, what) -> CorruptStoreError:
     "The error for a store at `path` whose header is wrong in `what`."
     return CorruptStoreError(f"{path} is corrupt: its header's {what}")
 
+# %% ../nbs/00_vector_storage.ipynb #85e0580a
 def _check_fields(header:dict, path):
     "CorruptStoreError naming the first header field that is missing or is not a count."
     for key in ("n_rows", "dimension", "next_id", "vectors", "ids", "end", "metadata", "extras"):
@@ -785,6 +805,7 @@ def _check_fields(header:dict, path):
         if not _is_count(header[key]): raise _corrupt_header(path, f"{key} is {header[key]!r}, expected a non-negative integer")
     if header["dimension"] == 0: raise _corrupt_header(path, "dimension is 0, expected a positive integer")
 
+# %% ../nbs/00_vector_storage.ipynb #43677fa4
 def _extra_span(k:str, e, path) -> tuple:
     "`(offset, nbytes)` of array extra `k` from its header entry `e`, or CorruptStoreError."
     try: dtype = np.dtype(e["dtype"]); shape, offset = e["shape"], e["offset"]
@@ -833,6 +854,7 @@ def _physical_memory() -> int:
     try: return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError): return 0
 
+# %% ../nbs/00_vector_storage.ipynb #1668ede6
 def _id_table(next_id:int, path) -> np.ndarray:
     "An id -> row table for ids below `next_id` (-1 everywhere), refusing sizes no real store can have."
     if isinstance(next_id, (bool, np.bool_)) or not isinstance(next_id, (int, np.integer)) or next_id < 0:
@@ -863,6 +885,7 @@ def _id_map(ids:np.ndarray, next_id:int, path) -> np.ndarray:
     if n and not np.array_equal(id_to_row[ids], rows): raise CorruptStoreError(f"{path} holds duplicate ids")
     return id_to_row
 
+# %% ../nbs/00_vector_storage.ipynb #3c78ee95
 @patch(cls_method=True)
 def _from_rows(cls:VectorStorage,
     dimension:int, next_id:int, # as saved
@@ -884,6 +907,7 @@ def _check_crc(a, expected, what, path):
     "CorruptStoreError unless the CRC-32 of `a` is `expected` (files without one, from older versions, pass)."
     if expected is not None and zlib.crc32(a) != expected: raise CorruptStoreError(f"{path} is corrupt ({what} checksum mismatch)")
 
+# %% ../nbs/00_vector_storage.ipynb #50bb89ce
 def _section_reader(f, buf, base:int, path):
     "A function reading a section (offset, dtype, shape) of store file `f`: a view of the map `buf` if given, else a copy."
     def section(offset, dtype, shape):
@@ -902,6 +926,7 @@ def _read_metadatas(section, meta:dict, n:int, path) -> _Metadatas:
     _check_crc(raw, meta["crc32"], "metadata", path)
     return _Metadatas(None, raw, n)
 
+# %% ../nbs/00_vector_storage.ipynb #6622d5fd
 def _read_extras(section, extras:dict, path) -> dict:
     "The extras of a binary store: JSON values as stored, arrays read (or mapped) and checksummed."
     out = {}
@@ -971,6 +996,7 @@ def _json_extras(extras, path) -> dict:
             raise CorruptStoreError(f"{path}: extras[{k!r}] must be {{'value': ...}} or a numeric {{'dtype', 'shape', 'data'}}") from None
     return out
 
+# %% ../nbs/00_vector_storage.ipynb #066ae6fc
 def _json_doc(path) -> dict:
     "The JSON store at `path`, parsed, refused unless it is an object with a 'dimension' and 'vectors'."
     try: doc = json.loads(Path(path).read_bytes())
@@ -990,6 +1016,7 @@ def _json_keys(vectors:dict, d:int, path) -> list:
             raise CorruptStoreError(f"{path}: vector {k} has dimension {len(v) if isinstance(v, list) else '?'}, file says dimension {d}")
     return keys
 
+# %% ../nbs/00_vector_storage.ipynb #a3c70d24
 def _json_matrix(rows:list, d:int, path) -> np.ndarray:
     "The JSON store's vectors `rows` as an (n, d) float32 matrix, refusing anything but flat lists of numbers."
     try: data = np.array(rows or np.empty((0, d)))
@@ -997,6 +1024,7 @@ def _json_matrix(rows:list, d:int, path) -> np.ndarray:
     if data.dtype.kind not in 'iuf' or data.ndim != 2: raise CorruptStoreError(f"{path}: every vector must be a flat list of {d} numbers")
     return np.ascontiguousarray(data.reshape(len(rows), d), np.float32)
 
+# %% ../nbs/00_vector_storage.ipynb #cf8950a3
 def _json_metadatas(metadatas, vectors:dict, keys:list, path) -> list:
     "A JSON store's metadata as one checked dict (or None) per id of `keys`."
     if not isinstance(metadatas, dict): raise CorruptStoreError(f"{path}: 'metadatas' must map ids to dicts")
