@@ -18,5 +18,11 @@ pipi --upgrade pip setuptools wheel
 # sentence-transformers would be a multi-GB CUDA build.
 pipi torch==2.13.0
 pipi -e ".[dev]"
+# jupyterlab's jupyter-events installs rfc3987-syntax (with jsonschema[format-nongpl]), and jsonschema imports it whenever
+# it is there: it builds a grammar at import, about 1.8 s of CPU in every process that imports ray (the driver, each Ray
+# worker and agent). Measured here: Ray started in 13-19 s with it and 7.6-8.9 s without; with 8 CPU burners beside it,
+# Ray's start failed twice out of two with it (its dashboard agent missed the raylet's 15 s limit) and took 27-30 s
+# without. jsonschema works without it (it skips the IRI formats). A user's `pip install "minivecdb[ray]"` never installs it.
+"$venv/bin/python" -m pip uninstall -y rfc3987-syntax >>"$log" 2>&1
 echo "$want" > "$stamp"
 echo "environment ready: $venv"
