@@ -7,7 +7,7 @@ against the intended behaviour (brute force in float64 over the live vectors, a 
 an error of a sensible type whose one-line message names the problem). Cases run in worker processes with a timeout,
 so a hang or a dead interpreter is recorded, not suffered.
 
-  python tools/adversarial.py            fast cases (the default run: 6-8 minutes on a busy 2-core machine); exit 1 if any is not correct
+  python tools/adversarial.py            fast cases (the default run: 2-8 minutes on a busy 2-core machine); exit 1 if any is not correct
   python tools/adversarial.py --all      fast and slow cases
   python tools/adversarial.py --list     the cases: category, speed, name, intended behaviour
   python tools/adversarial.py --case NAME [--case NAME2]   run some cases (any speed), with details
