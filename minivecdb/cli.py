@@ -159,10 +159,10 @@ def cmd_demo(args):
 # %% ../nbs/05_cli.ipynb #783226cb
 def cmd_serve(args):
     "minivecdb serve STORE: answer searches and writes over HTTP until Ctrl-C or SIGTERM, then save and exit."
-    from minivecdb.server import TextStore, serve, _bind
+    from minivecdb.server import TextStore, serve, bind_socket
     from minivecdb.text import InputError
     if (args.store is None) == (not args.demo): raise InputError("give a STORE to serve, or --demo for the headline store (not both)")
-    sock = _bind(args.host, args.port)  # a port in use is reported before the model is loaded
+    sock = bind_socket(args.host, args.port)  # a port in use is reported before the model is loaded
     path = _demo_store(args) if args.demo else args.store
     store = TextStore(path, model=args.model)
     serve(store, host=args.host, allowed_hosts=args.allowed_host or (), ready=lambda line: print(line, flush=True), sock=sock)

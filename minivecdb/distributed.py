@@ -11,11 +11,11 @@ from fastcore.basics import patch
 from fastcore.foundation import L
 from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
-from .vector_storage import VectorStorage, CorruptStoreError, _atomic_write, _as_id, _check_metadatas
+from .vector_storage import VectorStorage, CorruptStoreError, atomic_write, _as_id, check_metadatas
 from .invlists import CoarseQuantizer, blas_single_thread, rank_batch, _scan_probes, _rescored
 from .ivf_index import IVFIndex, default_n_clusters, lists_summary, check_batch, euclidean_to_rows, _check_positive, _check_queries, _probe_until_k, _ids_of_rows
-from .server import WriteLog, replay, store_fingerprint, _vectors_field
-from .gen_emb import load_model, get_embeddings, _as_texts
+from .server import WriteLog, replay, store_fingerprint, vectors_field
+from .gen_emb import load_model, get_embeddings, as_texts
 
 # %% auto #0
 __all__ = ['RAY_VERSION', 'SHARD_KEY', 'REQUESTS_KEY', 'MANIFEST', 'ray_session', 'owner_of', 'global_ids', 'shard_search',
@@ -245,7 +245,7 @@ def add(self:ShardServer, local_ids, X, metadatas) -> dict:
     local_ids = [int(i) for i in local_ids]
     nxt = self.index.storage.view().next_id
     if local_ids[0] < nxt: return self.info()  # already applied, then replayed from the log
-    self.log.append(dict(op="add", ids=local_ids, vectors=_vectors_field(X), metadatas=metadatas))
+    self.log.append(dict(op="add", ids=local_ids, vectors=vectors_field(X), metadatas=metadatas))
     if local_ids[0] > nxt: _skip_ids(self.index, local_ids[0])  # ids of an add that failed here
     self.index.add_vectors_bulk(X, metadatas)
     return self._after_write()
@@ -642,9 +642,9 @@ def _write_manifest(path:Path, manifest:dict, quantizer:CoarseQuantizer=None):
     "Write the centroids (when `quantizer` is given), then the manifest naming them and the shard files, each atomically: the manifest last."
     if quantizer is not None:
         q = dict(centroids=quantizer.centroids) if quantizer.shift is None else dict(centroids=quantizer.centroids, shift=quantizer.shift)
-        _atomic_write(path / "quantizer.npz", lambda f: np.savez(f, **q))
+        atomic_write(path / "quantizer.npz", lambda f: np.savez(f, **q))
         manifest = {**manifest, "quantizer": "quantizer.npz", "quantizer_crc32": _file_crc(path / "quantizer.npz")}
-    _atomic_write(path / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    atomic_write(path / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
 
 # %% ../nbs/05b_distributed.ipynb #c0de0007
 @patch
@@ -897,7 +897,7 @@ def _build_input(vectors, metadatas) -> tuple:
     if isinstance(vectors, VectorStorage): vectors, present, metadatas = _by_id(vectors.view())
     X = np.load(vectors, mmap_mode="r") if isinstance(vectors, (str, Path)) else np.asarray(vectors)
     if X.ndim != 2 or not len(X): raise ValueError(f"vectors must be a non-empty (n, d) array, got shape {X.shape}")
-    if present is None: metadatas = _check_metadatas(metadatas, len(X))  # one node's checks, before any file is written
+    if present is None: metadatas = check_metadatas(metadatas, len(X))  # one node's checks, before any file is written
     return X, present, metadatas
 
 # %% ../nbs/05b_distributed.ipynb #e6fd4f3e
@@ -958,7 +958,7 @@ def embed_to_shards(texts,             # strings to embed (a list, or `read_item
                     **kwargs,          # `ShardedIndex.build` settings: nprobe, n_clusters, codec, ...
                    ) -> ShardedIndex:
     "Embed `texts` with `ray.data` actors, stream the vectors to a memory-mapped file, then build the shards from it."
-    n_shards, texts = _check_positive(n_shards, "n_shards"), _as_texts(texts)
+    n_shards, texts = _check_positive(n_shards, "n_shards"), as_texts(texts)
     metadatas = [dict(text=t) for t in texts] if metadatas is None else metadatas
     path = _new_store_dir(path)
     batches = _embedding_batches(texts, model, batch_size, concurrency)

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['MAX_BATCH', 'MAX_TEXT_CHARS', 'MAX_K', 'MAX_RESULTS', 'MAX_WHERE_VALUES', 'LOCAL_NAMES', 'MAX_BODY_BYTES',
-           'SEARCH_PAGE', 'store_fingerprint', 'WriteLog', 'replay', 'logged_changes', 'Embedder', 'TextStore',
-           'StoreReplacedError', 'SearchBody', 'ItemsBody', 'make_app', 'serve']
+           'SEARCH_PAGE', 'store_fingerprint', 'WriteLog', 'vectors_field', 'replay', 'logged_changes', 'Embedder',
+           'TextStore', 'StoreReplacedError', 'SearchBody', 'ItemsBody', 'make_app', 'bind_socket', 'serve']
 
 # %% ../nbs/05a_server.ipynb #2ea27256
 import asyncio, base64, contextlib, ipaddress, itertools, json, logging, os, queue, signal, socket, threading, zlib
@@ -13,10 +13,10 @@ from concurrent.futures import Future
 from fastcore.basics import patch
 from pathlib import Path
 import numpy as np
-from .vector_storage import CorruptStoreError, _fsync_dir
+from .vector_storage import CorruptStoreError, fsync_dir
 from .ivf_index import IVFIndex
-from .gen_emb import get_embeddings, load_model, _as_texts
-from .text import InputError, open_store, parse_where, check_model_fits, _check_metadatas
+from .gen_emb import get_embeddings, load_model, as_texts
+from .text import InputError, open_store, parse_where, check_model_fits, check_text_metadatas
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -101,7 +101,7 @@ def _open(self:WriteLog, good:int):
     new = not self.path.exists()
     self._fd, self._size = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), good
     if os.fstat(self._fd).st_size != good: os.ftruncate(self._fd, good); os.fsync(self._fd)
-    if new: _fsync_dir(self.path.parent)
+    if new: fsync_dir(self.path.parent)
 
 # %% ../nbs/05a_server.ipynb #995cb27d
 @patch
@@ -133,7 +133,9 @@ def clear(self:WriteLog, base:str):
     self._write(_log_line({"op": "base", "store": base}))
 
 # %% ../nbs/05a_server.ipynb #c056b2ac
-def _vectors_field(X:np.ndarray)->str: return base64.b64encode(np.ascontiguousarray(X, "<f4").tobytes()).decode()
+def vectors_field(X:np.ndarray)->str:
+    "`X` as little-endian float32 bytes in base64: how the log writes vectors in its JSON lines."
+    return base64.b64encode(np.ascontiguousarray(X, "<f4").tobytes()).decode()
 
 # %% ../nbs/05a_server.ipynb #93ef3758
 def _apply(index:IVFIndex, e)->bool:
@@ -188,7 +190,7 @@ class _Job:
 @patch
 def __call__(self:Embedder, texts:list)->np.ndarray:
     "The (len(texts), d) unit-length embeddings of `texts`, checked non-blank strings."
-    job = _Job(_as_texts(texts)); self._jobs.put(job)
+    job = _Job(as_texts(texts)); self._jobs.put(job)
     return job.future.result()
 
 # %% ../nbs/05a_server.ipynb #ba732d3f
@@ -280,7 +282,7 @@ MAX_TEXT_CHARS = 10_000  # characters in one text
 
 def _check_texts(texts, what="texts")->list:
     "`texts` as non-blank strings of at most `MAX_TEXT_CHARS` that UTF-8 can carry (JSON may hold lone surrogates such as \\ud800)."
-    texts = _as_texts(texts)
+    texts = as_texts(texts)
     if len(texts) > MAX_BATCH: raise InputError(f"{len(texts):,} {what} in one request; at most {MAX_BATCH}, send the rest in another request")
     for i, t in enumerate(texts):
         if len(t) > MAX_TEXT_CHARS: raise InputError(f"{what}[{i}] has {len(t):,} characters; at most {MAX_TEXT_CHARS:,} per text")
@@ -290,12 +292,12 @@ def _check_texts(texts, what="texts")->list:
 
 # %% ../nbs/05a_server.ipynb #4a11994b
 def _check_web_metadatas(metadatas, n:int)->list:
-    "Metadatas a store can keep (`_check_metadatas`) whose strings UTF-8 can carry back."
+    "Metadatas a store can keep (`check_text_metadatas`) whose strings UTF-8 can carry back."
     for i, m in enumerate(metadatas if isinstance(metadatas, list) else []):
         try: json.dumps(m, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError: raise InputError(f"metadatas[{i}] holds a string that is not valid Unicode (a lone surrogate such as \\ud800)") from None
-        except (TypeError, ValueError): pass  # `_check_metadatas` names the problem
-    return _check_metadatas(metadatas, n)
+        except (TypeError, ValueError): pass  # `check_text_metadatas` names the problem
+    return check_text_metadatas(metadatas, n)
 
 # %% ../nbs/05a_server.ipynb #e5f6a7b8
 MAX_K, MAX_RESULTS, MAX_WHERE_VALUES = 1000, 100_000, 1000  # results per query; k × queries; values in a `where`
@@ -375,7 +377,7 @@ def _commit_add(self:TextStore, X:np.ndarray, metadatas:list)->list:
     with self._writes:
         start = self.index.storage.view().next_id
         ids = list(range(start, start + len(X)))
-        self.log.append(dict(op="add", ids=ids, vectors=_vectors_field(X), metadatas=metadatas))
+        self.log.append(dict(op="add", ids=ids, vectors=vectors_field(X), metadatas=metadatas))
         try: got = self.index.add_vectors_bulk(X, metadatas).tolist()
         except BaseException: self.checkpoint(); raise
         self._after_write()
@@ -689,7 +691,7 @@ SEARCH_PAGE = """<!doctype html>
 """
 
 # %% ../nbs/05a_server.ipynb #0dbbfe62
-def _bind(host:str, port:int)->socket.socket:
+def bind_socket(host:str, port:int)->socket.socket:
     "A TCP socket listening on host:port, or an `InputError` saying why there cannot be one."
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535: raise InputError(f"port must be an integer from 0 to 65535, got {port!r}")
     try: family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
@@ -748,13 +750,13 @@ def serve(store:TextStore,     # the opened store
           port:int=8000,        # 0 picks a free port
           ready=print,          # called with one line once the server listens
           grace:float=30,       # seconds the requests in flight get to finish at shutdown
-          sock=None,            # a socket from `_bind` to use instead of binding host:port
+          sock=None,            # a socket from `bind_socket` to use instead of binding host:port
           allowed_hosts=(),     # more names requests may address the server by (its bound address always works)
          ):
     "Answer HTTP requests for `store` until SIGTERM or Ctrl-C; then finish the requests in flight, save and return."
     try:
         import uvicorn  # imported before a port is taken
-        sock = sock or _bind(host, port)
+        sock = sock or bind_socket(host, port)
         hosts, any_ip = _hosts(host, sock, allowed_hosts)
         server = _uvicorn(store, grace, hosts, any_ip)
     except BaseException: store.close(); raise

@@ -13,7 +13,7 @@ from fastcore.foundation import L
 
 # %% auto #0
 __all__ = ['MAX_NESTING', 'MAX_VALUE', 'MAGIC', 'FORMAT_VERSION', 'CorruptStoreError', 'VectorStorage', 'StorageView',
-           'metadata_problem', 'StoreLockedError']
+           'metadata_problem', 'check_metadatas', 'fsync_dir', 'atomic_write', 'StoreLockedError']
 
 # %% ../nbs/00_vector_storage.ipynb #ab8ed75b
 try: import fcntl
@@ -221,7 +221,7 @@ def _round_trip(metadatas:list, where) -> list:
         raise TypeError(f"{where(i)} is not JSON-serialisable: {problem}") from None
 
 # %% ../nbs/00_vector_storage.ipynb #af738752
-def _check_metadatas(metadatas, # a list of dicts (or None), one per vector
+def check_metadatas(metadatas, # a list of dicts (or None), one per vector
                      n:int,     # number of vectors they belong to
                      single:bool=False): # name errors "metadata" instead of "metadata of row i"
     "Metadatas as JSON round-tripped dicts, `None` where absent, or an error naming the offending row."
@@ -326,7 +326,7 @@ def add(self:VectorStorage,
 ) -> int:
     "Store one `vector` with its `metadata`; returns its new id."
     rows = self._as_rows(vector, single=True)
-    metas = _check_metadatas(None if metadata is None else [metadata], 1, single=True)
+    metas = check_metadatas(None if metadata is None else [metadata], 1, single=True)
     with self.write_lock: return int(self._append(rows, metas, single=True)[0])
 
 # %% ../nbs/00_vector_storage.ipynb #4cbbab76
@@ -337,7 +337,7 @@ def add_bulk(self:VectorStorage,
 ) -> np.ndarray:
     "Store all `vectors` in one vectorised step, all or nothing; returns their int64 ids."
     rows = self._as_rows(vectors)
-    metas = _check_metadatas(metadatas, len(rows))
+    metas = check_metadatas(metadatas, len(rows))
     with self.write_lock: return self._append(rows, metas)
 
 # %% ../nbs/00_vector_storage.ipynb #27c8ff90
@@ -550,7 +550,7 @@ def watch(self:VectorStorage,
         if previous and old[0]() != on_change: previous()
 
 # %% ../nbs/00_vector_storage.ipynb #6181e347
-def _fsync_dir(path:Path):
+def fsync_dir(path:Path):
     "Make a rename inside directory `path` durable (a no-op where directories cannot be opened)."
     try: fd = os.open(path, os.O_RDONLY)
     except OSError: return
@@ -579,7 +579,7 @@ def _write_durably(fd:int, write):
         os.fsync(f.fileno())
 
 # %% ../nbs/00_vector_storage.ipynb #fb3c42b8
-def _atomic_write(path:Path,  # the file to replace
+def atomic_write(path:Path,  # the file to replace
                   write,      # called with a binary file object; writes the whole new content
                  ):
     "Write a temp file beside `path` with `write`, fsync it, rename it over `path`, fsync the directory."
@@ -591,7 +591,7 @@ def _atomic_write(path:Path,  # the file to replace
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         if isinstance(e, OSError) and _disk_full(e): raise _full_disk_error(path) from None
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 # %% ../nbs/00_vector_storage.ipynb #21aa61c3
 class StoreLockedError(RuntimeError):
@@ -777,7 +777,7 @@ def save(self:VectorStorage,
         if path.suffix.lower() == ".json": write = partial(self._write_json, extras=extras)
         else: write = partial(self._write_binary, extras=extras, meta_bytes=self._metadata_bytes())
         self.acquire_lock(path)
-        _atomic_write(path, write)
+        atomic_write(path, write)
 
 # %% ../nbs/00_vector_storage.ipynb #0946c01c
 def _read_exact(f, a:np.ndarray, path):
@@ -1031,7 +1031,7 @@ def _json_metadatas(metadatas, vectors:dict, keys:list, path) -> list:
     for k, m in metadatas.items():
         if k not in vectors: raise CorruptStoreError(f"{path}: metadata for id {k} which has no vector")
         if m is not None and not isinstance(m, dict): raise CorruptStoreError(f"{path}: metadata of id {k} is not a dict")
-    return _check_metadatas([metadatas.get(k) for k in keys], len(keys))
+    return check_metadatas([metadatas.get(k) for k in keys], len(keys))
 
 # %% ../nbs/00_vector_storage.ipynb #f4d58ae2
 @patch(cls_method=True)
