@@ -11,9 +11,9 @@ from fastcore.basics import patch
 from fastcore.foundation import L
 from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
-from .vector_storage import VectorStorage, CorruptStoreError, atomic_write, _as_id, check_metadatas
-from .invlists import CoarseQuantizer, blas_single_thread, rank_batch, _scan_probes, _rescored
-from .ivf_index import IVFIndex, default_n_clusters, lists_summary, check_batch, euclidean_to_rows, _check_positive, _check_queries, _probe_until_k, _ids_of_rows
+from .vector_storage import VectorStorage, CorruptStoreError, atomic_write, as_id, check_metadatas
+from .invlists import CoarseQuantizer, blas_single_thread, rank_batch, scan_probes, float_scores, probe_until_k, ids_of_rows
+from .ivf_index import IVFIndex, default_n_clusters, lists_summary, check_batch, euclidean_to_rows, check_positive, check_queries
 from .server import WriteLog, replay, store_fingerprint, vectors_field
 from .gen_emb import load_model, get_embeddings, as_texts
 
@@ -70,12 +70,12 @@ def _distances(lists, Q, rows, exact) -> np.ndarray:
 # %% ../nbs/05b_distributed.ipynb #b7ebbdd5
 def _scan(lists, Qm, probes, m:int, mask) -> tuple:
     "One node's scan of the `probes` lists: per query the `m` best rows and their scan scores."
-    with blas_single_thread() as n_threads: return _scan_probes(Qm, probes, lists, m, mask, n_threads)
+    with blas_single_thread() as n_threads: return scan_probes(Qm, probes, lists, m, mask, n_threads)
 
 # %% ../nbs/05b_distributed.ipynb #f2aa1ef0
 def _exact_scores(lists, Qm, rows, key) -> np.ndarray:
     "The float score of each candidate: the scan's own for float lists, re-computed from the float rows for 8-bit lists."
-    return key if lists.codes is None else _rescored(Qm, rows, lists)
+    return key if lists.codes is None else float_scores(Qm, rows, lists)
 
 # %% ../nbs/05b_distributed.ipynb #43a32dec
 def _records_of_rows(view, rows:np.ndarray) -> list:
@@ -96,7 +96,7 @@ def shard_search(index:IVFIndex, # one shard's index
     Qm = lists.quantizer.transform(Q)
     rows, key = _scan(lists, Qm, probes, m, mask)
     exact = _exact_scores(lists, Qm, rows, key)
-    found = (_ids_of_rows(lists.view, rows), key, exact, _distances(lists, Q, rows, exact))
+    found = (ids_of_rows(lists.view, rows), key, exact, _distances(lists, Q, rows, exact))
     return (*found, _records_of_rows(lists.view, rows)) if records else found
 
 # %% ../nbs/05b_distributed.ipynb #646eada8
@@ -419,7 +419,7 @@ def _n_allowed(self:ShardedIndex, where) -> np.ndarray:
 @patch
 def _candidates(self:ShardedIndex, k:int, rerank) -> int:
     "Candidates per query each shard returns: one node's `m` (k, or rerank·k for 8-bit lists)."
-    rr = _check_positive(self.rerank if rerank is None else rerank, 'rerank')
+    rr = check_positive(self.rerank if rerank is None else rerank, 'rerank')
     return k if self.codec == 'flat' else min(k * rr, max(sum(i["n_rows"] for i in self._info.values()), k))
 
 # %% ../nbs/05b_distributed.ipynb #e0842391
@@ -428,7 +428,7 @@ def _probes(self:ShardedIndex, Q, nprobe:int, n_allowed, k:int) -> np.ndarray:
     "The lists each query scans: its `nprobe` nearest, widened as one node widens them until `k` vectors may be found."
     with blas_single_thread() as n_threads:
         probes, list_scores = rank_batch(self.quantizer, self.quantizer.transform(Q), nprobe, n_threads if len(Q) >= 64 else 1)
-    return _probe_until_k(probes, list_scores, n_allowed, k)
+    return probe_until_k(probes, list_scores, n_allowed, k)
 
 # %% ../nbs/05b_distributed.ipynb #8cbdf658
 @patch
@@ -453,8 +453,8 @@ def _check_where(where):
 @patch
 def _search(self:ShardedIndex, queries, k:int, nprobe:int, where, rerank:int, records:bool) -> tuple:
     "A search's steps: the arguments checked as one node checks them, the probes ranked, the shards asked, their answers merged."
-    k, nprobe = _check_positive(k, 'k'), _check_positive(self.nprobe if nprobe is None else nprobe, 'nprobe')
-    Q = _check_queries(queries, self.dimension)
+    k, nprobe = check_positive(k, 'k'), check_positive(self.nprobe if nprobe is None else nprobe, 'nprobe')
+    Q = check_queries(queries, self.dimension)
     _check_where(where)
     k = min(k, max(len(self), 1))
     n_allowed = self._n_allowed(where)
@@ -503,7 +503,7 @@ def _records(self:ShardedIndex, ids) -> dict:
 @patch
 def get(self:ShardedIndex, id):
     "Copies of the `(vector, metadata)` stored under `id`."
-    i = _as_id(id)
+    i = as_id(id)
     if i is None: raise TypeError(f"id must be an integer, got {type(id).__name__} {id!r}")
     found = self._records([i]) if 0 <= i < self.next_id else {}
     if i not in found: raise KeyError(f"no vector with id {id!r}")
@@ -612,7 +612,7 @@ def add(self:ShardedIndex, vector, metadata:dict=None) -> int:
 @patch
 def delete(self:ShardedIndex, id) -> bool:
     "Remove `id` from its shard; False if there is no such id."
-    i = _as_id(id)
+    i = as_id(id)
     self._live_ray()
     if i is None or not 0 <= i < self.next_id: return False
     s, local = (int(v) for v in owner_of(i, self.n_shards))
@@ -863,7 +863,7 @@ def from_index(cls:ShardedIndex,
     progress:bool=True,
 ) -> ShardedIndex:
     "Spread a built `IVFIndex` over `n_shards` actors, row `id` on shard `id % n_shards`, every shard in the same lists."
-    n_shards = _check_positive(n_shards, "n_shards")
+    n_shards = check_positive(n_shards, "n_shards")
     if not isinstance(index, IVFIndex): raise TypeError(f"from_index spreads a built IVFIndex, got {type(index).__name__}: build one first (IVFIndex(storage).build())")
     quantizer, sq = index.quantizers
     X, present, metadatas = _by_id(index.storage.view())
@@ -877,7 +877,7 @@ def train_lists(X,                    # (n, d) vectors, or a memory-mapped array
                ) -> tuple:
     "Train lists on a sample of `X` as `IVFIndex.build` does (the same sample, the same k-means): (CoarseQuantizer, ScalarQuantizer or None)."
     n = len(X)
-    k = default_n_clusters(n) if n_clusters is None else _check_positive(n_clusters, "n_clusters")
+    k = default_n_clusters(n) if n_clusters is None else check_positive(n_clusters, "n_clusters")
     if k > n: raise ValueError(f"n_clusters={k} is larger than the collection ({n} vectors)")
     train = np.sort(np.random.default_rng(seed).choice(n, 256 * k, replace=False)) if n > 256 * k else np.arange(n)
     sample = VectorStorage(X.shape[1])
@@ -911,7 +911,7 @@ def build(cls:ShardedIndex,
     progress:bool=True,
 ) -> ShardedIndex:
     "Train the lists once on a sample, then lay out and write every shard in its own Ray task: no process holds the whole index."
-    n_shards = _check_positive(n_shards, "n_shards")
+    n_shards = check_positive(n_shards, "n_shards")
     settings = _checked_settings(nprobe, distance_fn, n_clusters, seed, codec, rerank)
     X, present, metadatas = _build_input(vectors, metadatas)
     quantizer, sq = train_lists(X if present is None else X[present], n_clusters, distance_fn, codec, seed)
@@ -958,7 +958,7 @@ def embed_to_shards(texts,             # strings to embed (a list, or `read_item
                     **kwargs,          # `ShardedIndex.build` settings: nprobe, n_clusters, codec, ...
                    ) -> ShardedIndex:
     "Embed `texts` with `ray.data` actors, stream the vectors to a memory-mapped file, then build the shards from it."
-    n_shards, texts = _check_positive(n_shards, "n_shards"), as_texts(texts)
+    n_shards, texts = check_positive(n_shards, "n_shards"), as_texts(texts)
     metadatas = [dict(text=t) for t in texts] if metadatas is None else metadatas
     path = _new_store_dir(path)
     batches = _embedding_batches(texts, model, batch_size, concurrency)

@@ -12,8 +12,9 @@ from .vector_storage import StorageView
 from .kernels import NO_ROWS, NO_F32, NO_BOOL, empty_heaps, sorted_heaps, push_block, push_rows, scan_flat, scan_sq8, rescore
 
 # %% auto #0
-__all__ = ['normalise', 'query_transform', 'rank_lists', 'row_terms', 'CoarseQuantizer', 'RowMask', 'InvertedLists',
-           'blas_single_thread', 'rank_batch', 'grouped_scan', 'scan_one', 'ScalarQuantizer', 'rerank']
+__all__ = ['normalise', 'query_transform', 'rank_lists', 'row_terms', 'CoarseQuantizer', 'RowMask', 'InvertedLists', 'all_unit',
+           'blas_single_thread', 'rank_batch', 'probe_until_k', 'grouped_scan', 'scan_one', 'ScalarQuantizer',
+           'scan_probes', 'float_scores', 'rerank', 'ids_of_rows']
 
 # %% ../nbs/01a_inverted_lists.ipynb #ce1007b2
 def normalise(X):
@@ -169,7 +170,7 @@ def __repr__(self:InvertedLists):
             f"{self.view.n_dead} deleted, distance_fn={self.distance_fn!r}, codec={'flat' if self.codes is None else 'sq8'!r})")
 
 # %% ../nbs/01a_inverted_lists.ipynb #5042669e
-def _all_unit(term, distance_fn) -> bool:
+def all_unit(term, distance_fn) -> bool:
     "Cosine rows that all have length 1, so the scan can skip their scale."
     return distance_fn == 'cosine' and bool(np.all(np.abs(term - 1) < 1e-4))
 
@@ -186,7 +187,7 @@ def from_rows(cls:InvertedLists,
     if len(list_of_row) and np.any(np.diff(list_of_row) < 0): raise ValueError("rows must be grouped by list: list_of_row must be non-decreasing")
     offsets = np.concatenate([[0], np.cumsum(np.bincount(list_of_row, minlength=quantizer.n_lists))]).astype(np.int64)
     if row_term is None: row_term = row_terms(view.matrix, quantizer.distance_fn, quantizer.shift)
-    return cls(view, quantizer, offsets, list_of_row, row_term, _all_unit(row_term, quantizer.distance_fn))
+    return cls(view, quantizer, offsets, list_of_row, row_term, all_unit(row_term, quantizer.distance_fn))
 
 # %% ../nbs/01a_inverted_lists.ipynb #7f875291
 @patch
@@ -331,6 +332,19 @@ def rank_batch(quantizer:CoarseQuantizer, Qm, nprobe:int, n_threads:int=1):
     parts = _run(lambda Q: quantizer.rank(Q, nprobe), np.array_split(Qm, n_threads), n_threads)
     return np.vstack([p for p, _ in parts]), np.vstack([s for _, s in parts])
 
+# %% ../nbs/01a_inverted_lists.ipynb #e90e2fff
+def probe_until_k(probes, list_scores, n_allowed, k):
+    "Extend each query's probes, in centroid order, until its lists hold at least `k` allowed rows (or all are probed)."
+    short = np.flatnonzero(n_allowed[probes].sum(1) < k)
+    nlist = list_scores.shape[1]
+    if len(short) == 0 or probes.shape[1] == nlist: return probes
+    order = np.argsort(list_scores[short], axis=1)
+    need = np.minimum((np.cumsum(n_allowed[order], 1) < k).sum(1) + 1, nlist)
+    out = np.full((len(probes), max(probes.shape[1], int(need.max()))), -1, np.int64)
+    out[:, :probes.shape[1]] = probes
+    for i, q in enumerate(short.tolist()): out[q, :need[i]] = order[i, :need[i]]
+    return out
+
 # %% ../nbs/01a_inverted_lists.ipynb #cf44cefa
 def _list_pairs(probes, # (nq, P) lists per query, -1 for none
                ):
@@ -449,12 +463,12 @@ def tables(self:ScalarQuantizer, Qm):
     return np.ascontiguousarray(Qm * self.scale, np.float32), (Qm @ self.vmin).astype(np.float32)
 
 # %% ../nbs/01a_inverted_lists.ipynb #e5daf09a
-def _scan_probes(Qm, probes, lists:InvertedLists, m:int, mask:RowMask, n_threads:int) -> tuple:
+def scan_probes(Qm, probes, lists:InvertedLists, m:int, mask:RowMask, n_threads:int) -> tuple:
     "Each query's `m` best rows in its `probes` lists: `scan_one` for one query, `grouped_scan` for a batch (threads from 64 queries)."
     if len(Qm) == 1: return scan_one(Qm[0], probes[0][probes[0] >= 0], lists, m, mask, n_threads)
     return grouped_scan(Qm, probes, lists, m, mask, n_threads if len(Qm) >= 64 else 1)
 
-def _rescored(Qm, rows, lists:InvertedLists) -> np.ndarray:
+def float_scores(Qm, rows, lists:InvertedLists) -> np.ndarray:
     "Exact float32 scores of each query's candidate `rows` (-1 for none), from the float rows and the per-row terms."
     scores = np.empty(rows.shape, np.float32)
     rescore(lists.view.matrix, Qm, np.ascontiguousarray(rows), _or_none(lists.row_bias, NO_F32), _or_none(lists.row_scale, NO_F32), scores)
@@ -468,8 +482,17 @@ def rerank(Qm,                  # (nq, d) transformed queries
           ):
     "The `k` best of each query's candidate rows, scored exactly with the float32 rows, nearest first."
     hs, hr = empty_heaps(len(rows), k)
-    push_rows(hs, hr, _rescored(Qm, rows, lists), rows)
+    push_rows(hs, hr, float_scores(Qm, rows, lists), rows)
     return sorted_heaps(hs, hr, k)
+
+# %% ../nbs/01a_inverted_lists.ipynb #fe20e310
+def ids_of_rows(view:StorageView, rows:np.ndarray) -> np.ndarray:
+    "The int64 ids of `rows` in `view`, -1 where a row is -1 (no result)."
+    found = rows >= 0
+    if found.all(): return view.row_ids[rows]
+    ids = np.full(rows.shape, -1, np.int64)
+    ids[found] = view.row_ids[rows[found]]
+    return ids
 
 # %% ../nbs/01a_inverted_lists.ipynb #3985dd57
 @patch

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 from fastcore.basics import patch, store_attr
 from fastcore.foundation import L
-from .vector_storage import VectorStorage, StorageView, CorruptStoreError, MAX_VALUE, _bad_row
+from .vector_storage import VectorStorage, StorageView, CorruptStoreError, MAX_VALUE, first_bad_row
 from .kernels import NO_ROWS, empty_heaps, sorted_heaps, push_block
-from .invlists import CoarseQuantizer, InvertedLists, blas_single_thread, normalise, row_terms, _all_unit, ScalarQuantizer, rerank, rank_batch, _scan_probes
+from .invlists import CoarseQuantizer, InvertedLists, blas_single_thread, normalise, row_terms, all_unit, ScalarQuantizer, rerank, rank_batch, scan_probes, probe_until_k, ids_of_rows
 
 # %% auto #0
 __all__ = ['func_map', 'SHARD_KEY', 'vers', 'euclidean', 'neg_dot', 'pairwise_distances', 'nearest_centroids',
-           'default_n_clusters', 'run_kmeans', 'build_index', 'IVFIndex', 'lists_summary', 'euclidean_to_rows',
-           'check_batch']
+           'default_n_clusters', 'run_kmeans', 'build_index', 'check_positive', 'IVFIndex', 'lists_summary',
+           'euclidean_to_rows', 'check_queries', 'check_batch']
 
 # %% ../nbs/01_ivf_index.ipynb #771258ff
 def vers(a, b):
@@ -124,7 +124,7 @@ def build_index(vs:VectorStorage,       # the storage to cluster
     return cluster_ids_map, dict(zip(ids, preds.tolist())), centroids
 
 # %% ../nbs/01_ivf_index.ipynb #118eabc6
-def _check_positive(v, name):
+def check_positive(v, name):
     "`v` if it is a positive int, else a ValueError naming `name`."
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -143,10 +143,10 @@ def _check_settings(storage, nprobe, distance_fn, n_clusters, seed, codec, reran
     if not isinstance(storage, VectorStorage):
         raise TypeError(f"storage must be a VectorStorage, got {type(storage).__name__}: put the vectors in one first "
                         "(s = VectorStorage(d); s.add_bulk(vectors))")
-    _check_metric(distance_fn); _check_positive(nprobe, 'nprobe'); _check_seed(seed)
-    if n_clusters is not None: _check_positive(n_clusters, 'n_clusters')
+    _check_metric(distance_fn); check_positive(nprobe, 'nprobe'); _check_seed(seed)
+    if n_clusters is not None: check_positive(n_clusters, 'n_clusters')
     if codec not in ('flat', 'sq8'): raise ValueError(f"unknown codec {codec!r}: choose 'flat' (float32 lists) or 'sq8' (8-bit lists)")
-    _check_positive(rerank, 'rerank')
+    check_positive(rerank, 'rerank')
 
 # %% ../nbs/01_ivf_index.ipynb #e636a278
 class IVFIndex:
@@ -328,7 +328,7 @@ def _extend_row_data(self:IVFIndex, X, lo:int, hi:int):
     term = row_terms(X, self.distance_fn, self._quantizer.shift)
     if term is not None:
         self._row_term = _grown(self._row_term, hi, 0); self._row_term[lo:hi] = term
-        self._unit = self._unit and _all_unit(term, self.distance_fn)
+        self._unit = self._unit and all_unit(term, self.distance_fn)
     if self._sq is not None: self._codes = _grown_rows(self._codes, hi); self._codes[lo:hi] = self._sq.encode(X)
 
 # %% ../nbs/01_ivf_index.ipynb #27ca1330
@@ -420,19 +420,6 @@ def get_stats(self:IVFIndex) -> dict:
     if lists is None: return dict(built=False, n_vectors=len(self.storage), nprobe=self.nprobe)
     return lists_summary(lists.list_live, self.nprobe, tail_vectors=len(lists.tail_rows), deleted_rows=lists.view.n_dead)
 
-# %% ../nbs/01_ivf_index.ipynb #e90e2fff
-def _probe_until_k(probes, list_scores, n_allowed, k):
-    "Extend each query's probes, in centroid order, until its lists hold at least `k` allowed rows (or all are probed)."
-    short = np.flatnonzero(n_allowed[probes].sum(1) < k)
-    nlist = list_scores.shape[1]
-    if len(short) == 0 or probes.shape[1] == nlist: return probes
-    order = np.argsort(list_scores[short], axis=1)
-    need = np.minimum((np.cumsum(n_allowed[order], 1) < k).sum(1) + 1, nlist)
-    out = np.full((len(probes), max(probes.shape[1], int(need.max()))), -1, np.int64)
-    out[:, :probes.shape[1]] = probes
-    for i, q in enumerate(short.tolist()): out[q, :need[i]] = order[i, :need[i]]
-    return out
-
 # %% ../nbs/01_ivf_index.ipynb #fdeb56c3
 def euclidean_to_rows(Q, rows, X, block:int=256) -> np.ndarray:
     "Exact float64 distances from each query to its candidate rows of `X`, in the candidates' order (inf where a row is -1)."
@@ -463,11 +450,11 @@ def _to_distances(lists:InvertedLists, Q, rows, scores):
 # %% ../nbs/01_ivf_index.ipynb #b0d22b58
 def _check_query_values(Q:np.ndarray) -> np.ndarray:
     "`Q` if all its values are finite and within ±MAX_VALUE, else a ValueError naming the first bad query."
-    if (bad := _bad_row(Q)) >= 0: raise ValueError(f"query {bad} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
+    if (bad := first_bad_row(Q)) >= 0: raise ValueError(f"query {bad} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
     return Q
 
 # %% ../nbs/01_ivf_index.ipynb #d13e7ab2
-def _check_queries(queries, d:int) -> np.ndarray:
+def check_queries(queries, d:int) -> np.ndarray:
     "Queries as a C-contiguous (nq, d) float32 array, or an error saying what is wrong."
     try: Q = np.asarray(queries)
     except (ValueError, TypeError): raise ValueError(f"queries must be rows of {d} numbers each (the index's dimension); got rows of different lengths") from None
@@ -482,34 +469,25 @@ def _probe_and_scan(lists:InvertedLists, Qm, nprobe:int, k:int, m:int, mask, n_a
     "Rows and scan scores of each query's `k` best: rank the lists, probe until `k` allowed rows, scan `m` candidates, re-rank sq8."
     with blas_single_thread() as n_threads:
         probes, list_scores = rank_batch(lists.quantizer, Qm, nprobe, n_threads if len(Qm) >= 64 else 1)
-        probes = _probe_until_k(probes, list_scores, n_allowed, k)
-        rows, scores = _scan_probes(Qm, probes, lists, m, mask, n_threads)
+        probes = probe_until_k(probes, list_scores, n_allowed, k)
+        rows, scores = scan_probes(Qm, probes, lists, m, mask, n_threads)
         if lists.codes is not None: rows, scores = rerank(Qm, rows, lists, k)
     return rows, scores
-
-# %% ../nbs/01_ivf_index.ipynb #fe20e310
-def _ids_of_rows(view:StorageView, rows:np.ndarray) -> np.ndarray:
-    "The int64 ids of `rows` in `view`, -1 where a row is -1 (no result)."
-    found = rows >= 0
-    if found.all(): return view.row_ids[rows]
-    ids = np.full(rows.shape, -1, np.int64)
-    ids[found] = view.row_ids[rows[found]]
-    return ids
 
 # %% ../nbs/01_ivf_index.ipynb #66c7e626
 @patch
 def _search(self:IVFIndex, lists:InvertedLists, queries, k, nprobe, where, rerank_k=None):
     "`search_batch` on the given snapshot of the lists."
-    k = _check_positive(k, 'k')
-    nprobe = _check_positive(self.nprobe if nprobe is None else nprobe, 'nprobe')
-    Q = _check_queries(queries, lists.view.dimension)
+    k = check_positive(k, 'k')
+    nprobe = check_positive(self.nprobe if nprobe is None else nprobe, 'nprobe')
+    Q = check_queries(queries, lists.view.dimension)
     k = min(k, max(len(lists.view), 1))  # never more results than stored vectors
     mask, n_allowed = lists.row_mask(None if where is None else lists.view.where_mask(where))
-    rr = _check_positive(self.rerank if rerank_k is None else rerank_k, 'rerank')
+    rr = check_positive(self.rerank if rerank_k is None else rerank_k, 'rerank')
     m = k if lists.codes is None else min(k * rr, max(lists.view.n_rows, k))  # candidates to keep: never more than the rows
     rows, scores = _probe_and_scan(lists, lists.quantizer.transform(Q), nprobe, k, m, mask, n_allowed)
     rows, dist = _to_distances(lists, Q, rows, scores)
-    return _ids_of_rows(lists.view, rows), dist
+    return ids_of_rows(lists.view, rows), dist
 
 # %% ../nbs/01_ivf_index.ipynb #f18e4262
 @patch
@@ -666,7 +644,7 @@ def calibrate(self:IVFIndex,
 ) -> dict:
     "Set the cheapest `nprobe` (and `rerank` for sq8) whose recall@k on held-out stored vectors reaches `target_recall`; returns the report."
     _check_target_recall(target_recall)
-    k, n_queries, seed, t0 = _check_positive(k, 'k'), _check_positive(n_queries, 'n_queries'), _check_seed(seed), time.perf_counter()
+    k, n_queries, seed, t0 = check_positive(k, 'k'), check_positive(n_queries, 'n_queries'), _check_seed(seed), time.perf_counter()
     report = self._calibration(self._reader_lists(), target_recall, k, n_queries, seed, t0)
     self.nprobe, self.calibration = report['nprobe'], report
     if report['rerank'] is not None: self.rerank = report['rerank']
@@ -708,7 +686,7 @@ def _excluded(view:StorageView, id, row:int, allowed, where):
 def _lists_probed(lists:InvertedLists, Qm, nprobe:int, k:int, n_allowed) -> tuple:
     "For the one query `Qm`: the lists a search probes (extended until `k` allowed rows), and every list in centroid order."
     probes, scores = lists.quantizer.rank(Qm, nprobe)
-    probed = _probe_until_k(probes, scores, n_allowed, k)[0]
+    probed = probe_until_k(probes, scores, n_allowed, k)[0]
     return probed[probed >= 0].tolist(), lists.quantizer.rank(Qm, lists.n_lists)[0][0].tolist()
 
 # %% ../nbs/01_ivf_index.ipynb #3c9d4c23
@@ -743,10 +721,10 @@ def _missed_reason(self:IVFIndex, lists:InvertedLists, Q, row:int, out:dict, pro
 @patch
 def _explain_args(self:IVFIndex, lists:InvertedLists, query, k, nprobe, rerank) -> tuple:
     "The checked query (one row), `k`, `nprobe` and `rerank` of an `explain`, the index's own where not given."
-    Q = _check_queries(query, lists.view.dimension)
+    Q = check_queries(query, lists.view.dimension)
     if len(Q) != 1: raise ValueError(f"explain takes one query vector, got {len(Q)}")
-    k, nprobe = _check_positive(k, 'k'), _check_positive(self.nprobe if nprobe is None else nprobe, 'nprobe')
-    return Q, k, nprobe, _check_positive(self.rerank if rerank is None else rerank, 'rerank')
+    k, nprobe = check_positive(k, 'k'), check_positive(self.nprobe if nprobe is None else nprobe, 'nprobe')
+    return Q, k, nprobe, check_positive(self.rerank if rerank is None else rerank, 'rerank')
 
 # %% ../nbs/01_ivf_index.ipynb #68d1a1a4
 @patch

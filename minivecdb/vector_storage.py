@@ -13,7 +13,8 @@ from fastcore.foundation import L
 
 # %% auto #0
 __all__ = ['MAX_NESTING', 'MAX_VALUE', 'MAGIC', 'FORMAT_VERSION', 'CorruptStoreError', 'VectorStorage', 'StorageView',
-           'metadata_problem', 'check_metadatas', 'fsync_dir', 'atomic_write', 'StoreLockedError']
+           'metadata_problem', 'check_metadatas', 'first_bad_row', 'as_id', 'fsync_dir', 'atomic_write',
+           'StoreLockedError']
 
 # %% ../nbs/00_vector_storage.ipynb #ab8ed75b
 try: import fcntl
@@ -266,7 +267,7 @@ def _reserve_ids(self:VectorStorage,
 _BLOCK_BYTES = 1 << 20  # rows are copied and checked in blocks of about this size
 MAX_VALUE = 1e15        # largest magnitude a stored value (or a query's) may have: squared norms stay finite in float32
 
-def _bad_row(block:np.ndarray) -> int:
+def first_bad_row(block:np.ndarray) -> int:
     "Index of the first row of `block` holding NaN, infinity or a value beyond `MAX_VALUE`; -1 if none."
     if block.size == 0 or (block.max() <= MAX_VALUE and block.min() >= -MAX_VALUE): return -1  # NaN fails both
     return int(np.argmin((np.abs(block) <= MAX_VALUE).all(axis=1)))
@@ -284,7 +285,7 @@ def _fill_rows(self:VectorStorage,
         for i in range(0, len(rows), step):
             block = dest[i:i + step]
             block[...] = rows[i:i + step]
-            if (bad := _bad_row(block)) >= 0:
+            if (bad := first_bad_row(block)) >= 0:
                 what = "vector" if single else f"row {i + bad}"
                 raise ValueError(f"{what} contains NaN, infinity or a value beyond ±{MAX_VALUE:.0e} (after conversion to float32)")
 
@@ -341,7 +342,7 @@ def add_bulk(self:VectorStorage,
     with self.write_lock: return self._append(rows, metas)
 
 # %% ../nbs/00_vector_storage.ipynb #27c8ff90
-def _as_id(id):
+def as_id(id):
     "`id` as a Python int, or None if it is not an integer (bools are not ids)."
     if isinstance(id, (bool, np.bool_)): return None
     try: return operator.index(id)
@@ -358,7 +359,7 @@ def _json_copy(v):
 @patch
 def row_of(self:StorageView, id) -> int:
     "The row holding live vector `id`, or -1 (unknown, deleted, or not an integer)."
-    i = _as_id(id)
+    i = as_id(id)
     if i is None or not 0 <= i < self.next_id: return -1
     r = int(self._id_to_row[i])
     return r if r >= 0 and self.alive[r] else -1
@@ -376,7 +377,7 @@ def get(self:StorageView, id):
     "Copies of the `(vector, metadata)` stored under `id`."
     r = self.row_of(id)
     if r >= 0: return self.matrix[r].copy(), self.metadata(r)
-    if _as_id(id) is None: raise TypeError(f"id must be an integer, got {type(id).__name__} {id!r}")
+    if as_id(id) is None: raise TypeError(f"id must be an integer, got {type(id).__name__} {id!r}")
     raise KeyError(f"no vector with id {id!r}")
 
 # %% ../nbs/00_vector_storage.ipynb #fcffd551
@@ -871,7 +872,7 @@ def _check_values(data:np.ndarray, ids:np.ndarray, path, crc32:int=None):
     step, crc = max(1, (16 << 20) // max(1, 4 * data.shape[1])), 0
     for i in range(0, len(data), step):
         block = data[i:i + step]
-        if (bad := _bad_row(block)) >= 0:
+        if (bad := first_bad_row(block)) >= 0:
             raise CorruptStoreError(f"{path} is corrupt: the vector of id {int(ids[i + bad])} holds NaN, infinity or a value beyond ±{MAX_VALUE:.0e}")
         if crc32 is not None: crc = zlib.crc32(block, crc)
     if crc32 is not None and crc != crc32: raise CorruptStoreError(f"{path} is corrupt (vectors checksum mismatch)")
