@@ -37,7 +37,7 @@ def format_results(results # [(rank, id, distance, metadata)] from `search_store
 def _current(path)->tuple:
     "The store file at `path` with the writes its log (STORE.log) holds and it does not, applied in memory only; and their number."
     from minivecdb.text import open_store, InputError
-    from minivecdb.server import logged_changes, replay, store_fingerprint
+    from minivecdb.wal import logged_changes, replay, store_fingerprint
     for _ in range(5):  # a server may save the store while it is read: then read both again
         saved = store_fingerprint(path) if Path(path).is_file() else None
         index, changes = open_store(path), logged_changes(path)
@@ -82,7 +82,7 @@ def _index_sharded(args):
 # %% ../nbs/05_cli.ipynb #c7a1e103
 def _check_unsaved(store, discard:bool):
     "Refuse to replace a store whose log (STORE.log) holds writes the store does not, unless the user chose to `discard` them."
-    from minivecdb.server import logged_changes
+    from minivecdb.wal import logged_changes
     from minivecdb.text import InputError
     p = Path(store)
     if discard or not p.is_file() or not p.with_name(p.name + ".log").exists(): return

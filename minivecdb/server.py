@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['MAX_BATCH', 'MAX_TEXT_CHARS', 'MAX_K', 'MAX_RESULTS', 'MAX_WHERE_VALUES', 'LOCAL_NAMES', 'MAX_BODY_BYTES',
-           'SEARCH_PAGE', 'store_fingerprint', 'WriteLog', 'vectors_field', 'replay', 'logged_changes', 'Embedder',
-           'TextStore', 'StoreReplacedError', 'SearchBody', 'ItemsBody', 'make_app', 'bind_socket', 'serve']
+           'SEARCH_PAGE', 'Embedder', 'TextStore', 'StoreReplacedError', 'SearchBody', 'ItemsBody', 'make_app',
+           'bind_socket', 'serve']
 
 # %% ../nbs/05a_server.ipynb #2ea27256
 import asyncio, base64, contextlib, ipaddress, itertools, json, logging, os, queue, signal, socket, threading, zlib
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from .vector_storage import CorruptStoreError, fsync_dir
 from .ivf_index import IVFIndex
+from .wal import WriteLog, store_fingerprint, vectors_field, replay, logged_changes
 from .gen_emb import get_embeddings, load_model, as_texts
 from .text import InputError, open_store, parse_where, check_model_fits, check_text_metadatas
 from fastapi import FastAPI, HTTPException, Query
@@ -23,154 +24,6 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, StrictInt
 from threadpoolctl import threadpool_limits
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-# %% ../nbs/05a_server.ipynb #9d2cdffe
-def _log_line(entry:dict)->bytes:
-    "One log line: the CRC-32 of the entry's JSON, in hex, then the JSON."
-    body = json.dumps(entry, separators=(",", ":"), allow_nan=False).encode()
-    return b"%08x %s\n" % (zlib.crc32(body), body)
-
-# %% ../nbs/05a_server.ipynb #8f5d3663
-def _log_entry(line:bytes):
-    "The entry of a complete, intact log line, or None."
-    crc, _, body = line.partition(b" ")
-    try: return json.loads(body) if len(crc) == 8 and int(crc, 16) == zlib.crc32(body) else None
-    except ValueError: return None
-
-# %% ../nbs/05a_server.ipynb #ddaedb92
-def _check_torn(path:Path, lines:list, i:int):
-    "Refuse a log whose bad line `i` has intact lines after it: only the last line may be torn."
-    if any(_log_entry(later) is not None for later in lines[i+1:-1]):
-        raise CorruptStoreError(f"{path}, line {i+1}: a damaged entry with intact ones after it; the log "
-                                "cannot be replayed (move it away to open the store as last saved)")
-
-# %% ../nbs/05a_server.ipynb #5bf3b443
-def _read_log(path:Path)->tuple:
-    "The entries of the log at `path` and the length of its intact part; a torn last line is left out."
-    if not path.exists(): return [], 0
-    lines = path.read_bytes().split(b"\n")  # the piece after the last newline is b"" or an unfinished line
-    entries, good = [], 0
-    for i, line in enumerate(lines[:-1]):
-        entry = _log_entry(line)
-        if entry is None: _check_torn(path, lines, i); break
-        entries.append(entry); good += len(line) + 1
-    return entries, good
-
-# %% ../nbs/05a_server.ipynb #b8438d68
-def store_fingerprint(path)->str:
-    "One saved version of a store file: its size and the CRC-32 of its first and last MiB."
-    size, mib = os.path.getsize(path), 1 << 20
-    with open(path, "rb") as f:
-        head = f.read(mib)
-        f.seek(max(size - mib, 0)); tail = f.read(mib)
-    return f"{size}-{zlib.crc32(head):08x}-{zlib.crc32(tail):08x}"
-
-# %% ../nbs/05a_server.ipynb #741f0b81
-def _pending(path:Path, entries:list, base:str)->list:
-    "The changes in a log's `entries` that the store saved as `base` does not hold yet."
-    if not entries: return []
-    first = entries[0]
-    if not (isinstance(first, dict) and first.get("op") == "base"):
-        raise CorruptStoreError(f"the write-ahead log {path} does not name the store version it continues: move it away to serve the store as last saved")
-    changes = [e for e in entries[1:] if e != {"op": "saving"}]
-    if first.get("store") == base: return changes
-    if entries[-1] == {"op": "saving"} or not changes: return []
-    raise CorruptStoreError(f"the write-ahead log {path} holds {len(changes)} change{'s' if len(changes) > 1 else ''} to an earlier version of the store, which has been replaced "
-                            "since: move the log away to serve the store as it is, or put back the store it belongs to")
-
-# %% ../nbs/05a_server.ipynb #f25d19e5
-class WriteLog:
-    "The changes made to a store since it was last saved, one checksummed line each, on disk before they are acknowledged."
-    def __init__(self, path, # the log file
-                 base:str,   # `store_fingerprint` of the store as it is saved now
-                ):
-        self.path, self.base = Path(path), base
-        entries, good = _read_log(self.path)
-        self.pending = _pending(self.path, entries, base)  # changes to replay
-        self._open(good)
-        if not self.pending: self.clear(base)
-        self.n = len(self.pending)
-
-    def close(self):
-        if self._fd is not None: os.close(self._fd); self._fd = None
-
-# %% ../nbs/05a_server.ipynb #df548318
-@patch
-def _open(self:WriteLog, good:int):
-    "Open the file to append after its intact first `good` bytes, cutting a torn tail away; sync the folder of a new file."
-    new = not self.path.exists()
-    self._fd, self._size = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), good
-    if os.fstat(self._fd).st_size != good: os.ftruncate(self._fd, good); os.fsync(self._fd)
-    if new: fsync_dir(self.path.parent)
-
-# %% ../nbs/05a_server.ipynb #995cb27d
-@patch
-def _write(self:WriteLog, data:bytes):
-    "Append `data` and fsync; on any failure, cut the file back to its acknowledged length before raising."
-    try:
-        if os.fstat(self._fd).st_size != self._size: os.ftruncate(self._fd, self._size)  # left by a failed write
-        view = memoryview(data)
-        while view: view = view[os.write(self._fd, view):]
-        os.fsync(self._fd)
-    except BaseException:
-        with contextlib.suppress(OSError): os.ftruncate(self._fd, self._size); os.fsync(self._fd)
-        raise
-    self._size += len(data)
-
-# %% ../nbs/05a_server.ipynb #a0e1f7c2
-@patch
-def append(self:WriteLog, entry:dict):
-    "Write `entry` and return once the disk has it; if that fails, the log is left as it was."
-    line = _log_line(entry)
-    self._write(line if self._size else _log_line({"op": "base", "store": self.base}) + line)
-    self.n += 1
-
-# %% ../nbs/05a_server.ipynb #43641070
-@patch
-def clear(self:WriteLog, base:str):
-    "Start again from the store saved as `base`, which holds every change logged so far."
-    self.base, self._size, self.pending, self.n = base, 0, [], 0
-    self._write(_log_line({"op": "base", "store": base}))
-
-# %% ../nbs/05a_server.ipynb #c056b2ac
-def vectors_field(X:np.ndarray)->str:
-    "`X` as little-endian float32 bytes in base64: how the log writes vectors in its JSON lines."
-    return base64.b64encode(np.ascontiguousarray(X, "<f4").tobytes()).decode()
-
-# %% ../nbs/05a_server.ipynb #93ef3758
-def _apply(index:IVFIndex, e)->bool:
-    "Apply one logged change to `index`."
-    if not isinstance(e, dict) or e.get("op") not in ("add", "delete"): raise ValueError(f"unknown entry {json.dumps(e)[:60]}")
-    if e["op"] == "delete": return index.delete(e["id"])
-    X = np.frombuffer(base64.b64decode(e["vectors"], validate=True), "<f4").reshape(len(e["ids"]), -1)
-    got = index.add_vectors_bulk(X, e["metadatas"]).tolist()
-    if got != e["ids"]: raise ValueError(f"its add was given ids {e['ids'][0]}.., this store gives {got[0]}..")
-    return True
-
-# %% ../nbs/05a_server.ipynb #7bb75ef6
-def replay(index:IVFIndex, # the index of the saved store
-           entries:list,   # the changes logged since, in order
-           name="the write log", # how errors name the log
-          )->int:          # changes applied
-    "Apply logged changes to the store they were made to."
-    applied = 0
-    for i, e in enumerate(entries, 1):
-        try: applied += _apply(index, e)
-        except (KeyError, TypeError, ValueError) as err:
-            raise CorruptStoreError(f"{name}, change {i}, cannot be replayed ({type(err).__name__}: {err}): "
-                                    "move the log away to serve the store as last saved") from None
-    return applied
-
-# %% ../nbs/05a_server.ipynb #07841bdb
-def logged_changes(store_path)->list:
-    "The changes in STORE.log that the saved store at `store_path` does not hold yet ([] when there is no log)."
-    store_path = Path(store_path)
-    log_path = store_path.with_name(store_path.name + ".log")
-    for _ in range(5):
-        base = store_fingerprint(store_path)
-        entries, _ = _read_log(log_path)
-        if store_fingerprint(store_path) == base: return _pending(log_path, entries, base)
-    raise CorruptStoreError(f"{store_path} was saved again each of the 5 times its log was read: a server is checkpointing it; try again")
 
 # %% ../nbs/05a_server.ipynb #8017a64a
 class Embedder:
