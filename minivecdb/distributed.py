@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .vector_storage import VectorStorage, CorruptStoreError, atomic_write, as_id, check_metadatas
 from .invlists import CoarseQuantizer, blas_single_thread, rank_batch, scan_probes, float_scores, probe_until_k, ids_of_rows
 from .ivf_index import IVFIndex, default_n_clusters, lists_summary, check_batch, euclidean_to_rows, check_positive, check_queries
-from .server import WriteLog, replay, store_fingerprint, vectors_field
+from .wal import WriteLog, replay, store_fingerprint, vectors_field
 from .gen_emb import load_model, get_embeddings, as_texts
 
 # %% auto #0
@@ -91,7 +91,7 @@ def shard_search(index:IVFIndex, # one shard's index
                  records:bool=False, # also return each candidate's (vector, metadata), from the same snapshot
                 ) -> tuple:
     "One shard's part of a search: per query its `m` best local ids in `probes`, with scan scores, exact scores and distances."
-    lists = index._reader_lists()
+    lists = index.snapshot
     mask, _ = lists.row_mask(None if where is None else lists.view.where_mask(where))
     Qm = lists.quantizer.transform(Q)
     rows, key = _scan(lists, Qm, probes, m, mask)
@@ -221,7 +221,7 @@ def info(self:ShardServer) -> dict:
 @patch
 def allowed(self:ShardServer, where) -> np.ndarray:
     "Vectors per list that pass `where` (the driver widens probes with the sum over shards, as one node does)."
-    lists = self.index._reader_lists()
+    lists = self.index.snapshot
     return lists.row_mask(lists.view.where_mask(where))[1]
 
 # %% ../nbs/05b_distributed.ipynb #3271f1ad

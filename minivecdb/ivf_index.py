@@ -194,6 +194,11 @@ def _reader_lists(self:IVFIndex) -> InvertedLists:
                                           "the rows: use that index (or build() this one again)")
     return lists
 
+@patch(as_prop=True)
+def snapshot(self:IVFIndex) -> InvertedLists:
+    "The lists searches read now, frozen: later writes, and a newer index built over the storage, leave them as they are."
+    return self._reader_lists()
+
 # %% ../nbs/01_ivf_index.ipynb #2b499cb2
 def _grown(a:np.ndarray, n:int, fill) -> np.ndarray:
     "`a` if it holds `n` entries, else a copy at least twice as long, filled with `fill` beyond the old entries."
@@ -497,9 +502,10 @@ def search_batch(self:IVFIndex,
     nprobe:int=None,    # lists scanned per query; defaults to the index's `nprobe`
     where=None,         # metadata filter: dict (field -> value or list of values) or callable(metadata) -> bool
     rerank:int=None,    # sq8: candidates re-scored exactly, as a multiple of k; defaults to the index's `rerank`
+    lists:InvertedLists=None, # a `snapshot` to search; defaults to the latest
 ):
     "Ids (nq, k) int64 and distances (nq, k) float32 of the nearest vectors, nearest first, padded with -1 / inf."
-    return self._search(self._reader_lists(), queries, k, nprobe, where, rerank)
+    return self._search(self._reader_lists() if lists is None else lists, queries, k, nprobe, where, rerank)
 
 # %% ../nbs/01_ivf_index.ipynb #e3d25cb1
 @patch
@@ -777,14 +783,17 @@ def delete(self:IVFIndex, id) -> bool:
 
 # %% ../nbs/01_ivf_index.ipynb #4267303c
 @patch
-def save(self:IVFIndex, path):
-    "Write the storage with the index to `path`, atomically, in one file."
+def save(self:IVFIndex,
+    path,             # the file to write
+    extras:dict=None, # more sections to store beside the index's (see `VectorStorage.save`)
+):
+    "Write the storage with the index (and `extras`) to `path`, atomically, in one file."
     s = self.storage
     with s.write_lock:
         self._reader_lists()
         view = s.view()
         if view.n_dead or len(self._tail_rows): self._relayout(view); view = s.view()
-        s.save(path, extras=self._index_extras(view))
+        s.save(path, extras={**(extras or {}), **self._index_extras(view)})
 
 # %% ../nbs/01_ivf_index.ipynb #d5aee578
 @patch
