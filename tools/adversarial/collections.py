@@ -641,7 +641,8 @@ def coll_sigkill_writer(t):
                 acked = int(line) + 1
             time.sleep(rng.uniform(0, 0.004))
             p.send_signal(signal.SIGKILL)
-            rest, err = p.communicate(timeout=20)
+            p.wait(timeout=20)
+            rest, err = p.stdout.read(), p.stderr.read()  # through the buffer readline filled (communicate() reads past it)
         finally:
             if p.poll() is None: p.kill(); p.wait()
         for line in rest.split():
