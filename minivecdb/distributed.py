@@ -162,7 +162,7 @@ class ShardServer:
         self.path, self.shard, self.n_shards, self.checkpoint_every = Path(path), shard, n_shards, checkpoint_every
         self._max_log_bytes, self.checkpoint_error, self._retry_at = max_log_bytes, None, 0
         ThreadpoolController().limit(limits=threads or len(os.sched_getaffinity(0)), user_api="blas")  # Ray starts actors with one
-        self.index = _ShardIndex.load(self.path, mmap=True)
+        self.index = _ShardIndex.load(self.path, mmap=True, logged=False)  # replayed below, under the lock
         self._take_identity(expect)
         self._open_log()
 

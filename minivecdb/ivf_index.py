@@ -10,6 +10,7 @@ import numpy as np
 from fastcore.basics import patch, store_attr
 from fastcore.foundation import L
 from .vector_storage import VectorStorage, StorageView, CorruptStoreError, MAX_VALUE, first_bad_row
+from .wal import store_fingerprint, read_changes, replay
 from .kernels import NO_ROWS, empty_heaps, sorted_heaps, push_block
 from .invlists import CoarseQuantizer, InvertedLists, blas_single_thread, normalise, row_terms, all_unit, ScalarQuantizer, rerank, rank_batch, scan_probes, probe_until_k, ids_of_rows
 
@@ -153,6 +154,7 @@ class IVFIndex:
     "An inverted-file index over a `VectorStorage`: k-means lists, `nprobe` of them scanned per query."
     relayout_fraction = 0.05  # re-lay out when tail plus deleted rows pass this fraction of the rows
     opens_shard_files = False # `load` refuses one shard's file of a sharded store (its ids are the shard's own)
+    replayed = 0              # changes `load` applied from the store's write-ahead log
     def __init__(self,
         storage:VectorStorage,   # the vectors (the index reorders its rows, never copies them)
         nprobe:int=10,           # lists scanned per query
@@ -820,8 +822,23 @@ def load(cls:IVFIndex,
     path,             # a file written by `IVFIndex.save`
     mmap:bool=False,  # memory-map the vectors (read-only until the first change)
     verify:bool=True, # check the stored vectors' checksum; False opens faster and trusts the file
+    logged:bool=True, # apply, in memory, the changes logged beside it (STORE.log) and not saved in it yet
 ) -> IVFIndex:
-    "Reopen an index saved with `save`, without re-clustering."
+    "Reopen an index saved with `save`, without re-clustering, and replay its write-ahead log (`replayed` counts the changes)."
+    for _ in range(5):  # a server may save the store while it is read: then read both again
+        saved = store_fingerprint(path)
+        index = cls._open_saved(path, mmap, verify)
+        if not logged: return index
+        base, changes = read_changes(path)
+        if base == saved:
+            index.replayed = replay(index, changes, f"{path}.log")
+            return index
+        index.storage.close()
+    raise CorruptStoreError(f"{path} was saved again each of the 5 times it was read: a server is saving it; try again")
+
+@patch(cls_method=True)
+def _open_saved(cls:IVFIndex, path, mmap:bool, verify:bool) -> IVFIndex:
+    "The index as saved in the file at `path`."
     s = VectorStorage.load(path, mmap=mmap, verify=verify)
     ex = s.extras
     if not cls.opens_shard_files: _refuse_shard_file(ex, path)

@@ -114,7 +114,7 @@ def _store_identity(path)->tuple:
 @patch
 def _open_index(self:TextStore):
     "Load the index, take the store file's writer lock, open its write log and replay the changes it holds."
-    self.index = open_store(self.path)
+    self.index = open_store(self.path, logged=False)  # the log is replayed below, under the lock
     self.store = LoggedStore(self.path, self.index.storage)
     self.log, self._saved_as = self.store.log, _store_identity(self.path)
     self._writes = threading.RLock()

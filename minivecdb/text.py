@@ -334,11 +334,12 @@ def parse_where(items,           # `field=value` strings
 # %% ../nbs/03_text.ipynb #16fa723b
 def open_store(path,        # a store file
                remedy=None, # what the user should do if it cannot be opened
+               logged:bool=True, # replay its write-ahead log in memory (a writer replays it itself)
               )->IVFIndex:
     "The `IVFIndex` saved at `path`, or an `InputError` saying why it cannot be opened."
     path = Path(path)
     if not path.exists(): raise InputError(f"{path}: no such store ({remedy or f'make one with `minivecdb index FILE -o {path}`'})")
-    try: return IVFIndex.load(path)
+    try: return IVFIndex.load(path, logged=logged)
     except Exception as e:
         reason = str(e) if str(path) in str(e) else f"{path}: {e}"
         raise InputError(f"cannot open the store: {reason}" + (f"; {remedy}" if remedy else "")) from None

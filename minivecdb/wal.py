@@ -11,7 +11,6 @@ from fastcore.basics import patch
 from pathlib import Path
 import numpy as np
 from .vector_storage import CorruptStoreError, fsync_dir
-from .ivf_index import IVFIndex
 
 # %% ../nbs/01d_wal.ipynb #9d2cdffe
 def _log_line(entry:dict)->bytes:
@@ -133,8 +132,8 @@ def vectors_field(X:np.ndarray)->str:
     return base64.b64encode(np.ascontiguousarray(X, "<f4").tobytes()).decode()
 
 # %% ../nbs/01d_wal.ipynb #93ef3758
-def _apply(index:IVFIndex, e)->bool:
-    "Apply one logged change to `index`."
+def _apply(index, e)->bool:
+    "Apply one logged change to `index` (an `IVFIndex`)."
     if not isinstance(e, dict) or e.get("op") not in ("add", "delete"): raise ValueError(f"unknown entry {json.dumps(e)[:60]}")
     if e["op"] == "delete": return index.delete(e["id"])
     X = np.frombuffer(base64.b64decode(e["vectors"], validate=True), "<f4").reshape(len(e["ids"]), -1)
@@ -143,11 +142,13 @@ def _apply(index:IVFIndex, e)->bool:
     return True
 
 # %% ../nbs/01d_wal.ipynb #7bb75ef6
-def replay(index:IVFIndex, # the index of the saved store
+def replay(index,          # the `IVFIndex` of the saved store
            entries:list,   # the changes logged since, in order
            name="the write log", # how errors name the log
           )->int:          # changes applied
     "Apply logged changes to the store they were made to."
+    if any(isinstance(e, dict) and e.get("op") == "upsert" for e in entries):
+        raise ValueError(f"{name} holds a collection's changes, which only the collection replays: open it with minivecdb.connect(DATABASE)")
     applied = 0
     for i, e in enumerate(entries, 1):
         try: applied += _apply(index, e)
