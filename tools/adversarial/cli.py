@@ -145,15 +145,19 @@ def cli_jsonl_nan(t):
 
 @case("CLI", group="cli", cost=1, timeout=120)
 def cli_demo_corrupt_store(t):
-    """`minivecdb demo` with a corrupt demo store: one line that says to run with --rebuild (issue 9, 4.10)."""
+    """`minivecdb demo` with a corrupt demo store (the store file of its database's collection, or of old versions the
+    demo's own store file): one line that says to run with --rebuild (issue 9, 4.10)."""
     home = t.tmp / "home"
     import minivecdb.cli as mc
     env = dict(MINIVECDB_HOME=home)
     old = os.environ.get("MINIVECDB_HOME"); os.environ["MINIVECDB_HOME"] = str(home)
     try:
-        fn = getattr(mc, "demo_store_path", None)
-        if fn is None: raise HarnessError("minivecdb.cli.demo_store_path is gone: cannot find the demo store")
-        p = Path(fn())
+        if hasattr(mc, "demo_database_path"):  # a database with the collection `headlines`, whose store file is then damaged
+            import minivecdb.collection as coll
+            db = coll.connect(mc.demo_database_path()); db.create_collection("headlines"); db.close()
+            p = Path(mc.demo_database_path()) / "headlines" / "store.ivf"
+        elif hasattr(mc, "demo_store_path"): p = Path(mc.demo_store_path())
+        else: raise HarnessError("minivecdb.cli has neither demo_database_path nor demo_store_path: cannot find the demo store")
     finally:
         if old is None: os.environ.pop("MINIVECDB_HOME", None)
         else: os.environ["MINIVECDB_HOME"] = old
