@@ -137,10 +137,10 @@ def demo_store_path(model=None)->Path:
 
 # %% ../nbs/05_cli.ipynb #69492136
 def _demo_store(args)->Path:
-    "The demo store's path, after building it if it is missing (or `--rebuild` asks for it)."
+    "The store file `serve --demo` serves, built first if it is missing."
     from minivecdb.headlines import build_headline_store
     path = demo_store_path(args.model)
-    if getattr(args, "rebuild", False) or not path.exists():
+    if not path.exists():
         print(f"building the headline store in {path} (first run only)", flush=True)
         build_headline_store(path, model=args.model, progress=not args.quiet)
     return path

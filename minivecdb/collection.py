@@ -216,29 +216,34 @@ def _load(self:Collection):
     else: self._storage, self._index = VectorStorage(self.config["dimension"]), None
     self._state = dict(self._storage.extras.get("collection", dict(trained_on=0, deleted=0)))
     view = self._storage.view()
-    self._row_id = {view.metadata(r)[_ID]: int(view.row_ids[r]) for r in np.flatnonzero(view.alive).tolist()}
+    self._ids = _IdMap().changed(added=[(view.metadata(r)[_ID], int(view.row_ids[r])) for r in np.flatnonzero(view.alive).tolist()])
     self._base, changes = read_changes(self._store)
     for e in changes: self._apply(e, publish=False)
     self._applied = len(changes)
     self._publish()
 
-ID_PIECES = 256  # the published map of ids to rows is cut into this many dicts, by the id's hash
+ID_PIECES = 256  # the map of ids to rows is cut into this many dicts, by the id's hash
 
-@patch
-def _publish(self:Collection, changed=None):
-    "Publish the rows and the map of ids to them together (what `get` reads); a write copies only the pieces of the map its `changed` ids fall in."
-    if changed is None:
-        pieces = tuple({} for _ in range(ID_PIECES))
-        for u, i in self._row_id.items(): pieces[hash(u) % ID_PIECES][u] = i
-    else:
-        pieces, copied = list(self._published[1]), set()
-        for u in changed:
+class _IdMap:
+    "The user's ids to internal ids, never changed once made: a change makes a new map that copies only the pieces it touches."
+    def __init__(self, pieces:tuple=None): self.pieces = pieces or tuple({} for _ in range(ID_PIECES))
+    def get(self, u, default=None): return self.pieces[hash(u) % ID_PIECES].get(u, default)
+    def __contains__(self, u): return u in self.pieces[hash(u) % ID_PIECES]
+    def changed(self, removed=(), added=()) -> "_IdMap":
+        "A new map without the ids `removed` and with the (id, internal id) pairs `added`."
+        pieces, copied = list(self.pieces), set()
+        def piece(u):
             p = hash(u) % ID_PIECES
             if p not in copied: pieces[p] = dict(pieces[p]); copied.add(p)
-            if u in self._row_id: pieces[p][u] = self._row_id[u]
-            else: pieces[p].pop(u, None)
-        pieces = tuple(pieces)
-    self._published = self._storage.view(), pieces
+            return pieces[p]
+        for u in removed: piece(u).pop(u, None)
+        for u, i in added: piece(u)[u] = i
+        return _IdMap(tuple(pieces))
+
+@patch
+def _publish(self:Collection):
+    "Publish the rows and the map of ids to them together: what `get` reads, never one without the other."
+    self._published = self._storage.view(), self._ids
 
 @patch
 def _open_log(self:Collection):
@@ -257,14 +262,15 @@ def _apply(self:Collection, e:dict, publish:bool=True):
     "Make one logged change: an upsert (old rows of its ids out, new rows in) or a delete, published as one step."
     s = self._storage
     with s.write_lock:
-        for u in e["ids"]:
-            if u in self._row_id: s.delete(self._row_id.pop(u)); self._state["deleted"] += 1
+        old, added = [u for u in e["ids"] if u in self._ids], ()
+        for u in old: s.delete(self._ids.get(u))
+        self._state["deleted"] += len(old)
         if e["op"] == "upsert":
             metas = [{**(m or {}), _ID: u, _DOC: doc} for u, m, doc in zip(e["ids"], e["metadatas"], e["documents"])]
-            new = s.add_bulk(_vectors_of(e, s.dimension), metas)
-            self._row_id.update(zip(e["ids"], new.tolist()))
+            added = zip(e["ids"], s.add_bulk(_vectors_of(e, s.dimension), metas).tolist())
             if self._index is None: self._index = self._exact_index()
-    if publish: self._publish(e["ids"])
+        self._ids = self._ids.changed(old, added)
+    if publish: self._publish()
 
 # %% ../nbs/02a_collection.ipynb #edc6545c
 @patch
@@ -378,7 +384,7 @@ def add(self:Collection,
     "Add new rows; an id that exists already is refused and nothing is added. Returns the ids."
     e = self._rows(ids, documents, vectors, metadatas)
     with self._writes:
-        if taken := next((u for u in e["ids"] if u in self._row_id), None):
+        if taken := next((u for u in e["ids"] if u in self._ids), None):
             raise CollectionError(f"id {taken!r} exists already in collection {self.name!r}: use upsert to replace it; nothing was added")
         self._commit(e)
     return e["ids"]
@@ -395,7 +401,7 @@ def upsert(self:Collection, ids, documents=None, vectors=None, metadatas=None) -
 def _current(self:Collection, ids:list) -> tuple:
     "The stored vectors, metadatas and documents of `ids` (which must exist)."
     view = self._storage.view()
-    rows = [view.row_of(self._row_id[u]) for u in ids]
+    rows = [view.row_of(self._ids.get(u)) for u in ids]
     metas = [view.metadata(r) for r in rows]
     docs = [m.pop(_DOC) for m in metas]
     for m in metas: m.pop(_ID)
@@ -407,7 +413,7 @@ def update(self:Collection, ids, documents=None, vectors=None, metadatas=None) -
     ids = _check_ids(ids)
     if documents is None and vectors is None and metadatas is None: raise CollectionError("update needs documents, vectors or metadatas to change")
     with self._writes:
-        if missing := next((u for u in ids if u not in self._row_id), None):
+        if missing := next((u for u in ids if u not in self._ids), None):
             raise CollectionError(f"no row with id {missing!r} in collection {self.name!r} to update: use upsert to add it; nothing was updated")
         X, metas, docs = self._current(ids)
         if documents is not None: docs = _check_documents(documents, len(ids))
@@ -429,7 +435,7 @@ def delete(self:Collection,
         view = self._storage.view()
         mask = None if where is None else view.where_mask(where)
         if ids is None: ids = [view.metadata(r)[_ID] for r in np.flatnonzero(mask).tolist()]  # only the matching rows
-        else: ids = [u for u in _check_ids(ids) if u in self._row_id and (mask is None or mask[view.row_of(self._row_id[u])])]
+        else: ids = [u for u in _check_ids(ids) if u in self._ids and (mask is None or mask[view.row_of(self._ids.get(u))])]
         if ids: self._commit(dict(op="delete", ids=ids))
     return len(ids)
 
@@ -481,11 +487,11 @@ def get(self:Collection,
     include = _check_include(include, ("documents", "metadatas", "vectors"))
     if limit is not None: limit = _check_count(limit, "limit")
     offset = _check_count(offset, "offset")
-    view, pieces = self._published  # one moment: the rows and their ids, even while a write or a training runs
+    view, id_map = self._published  # one moment: the rows and their ids, even while a write or a training runs
     mask = view.alive if where is None else view.where_mask(where)  # where_mask counts live rows only
     if ids is None: iids = np.sort(view.row_ids[mask])
     else:
-        iids = np.array([pieces[hash(u) % ID_PIECES].get(u, -1) for u in ([ids] if isinstance(ids, str) else ids)], np.int64)
+        iids = np.array([id_map.get(u, -1) for u in ([ids] if isinstance(ids, str) else ids)], np.int64)
         iids = np.array([i for i in iids.tolist() if i >= 0 and mask[view.row_of(i)]], np.int64)
     iids = iids[iids >= 0][offset:None if limit is None else offset + limit]
     return _result(view, iids, include)
@@ -588,7 +594,7 @@ def _train(self:Collection, exact:bool):
                 new.calibrate(min(1.0, self.config["target_recall"] + RECALL_MARGIN), k=10)
             self._index, self._state = new, dict(trained_on=0 if exact else n, deleted=0)
         finally: self._frozen = None
-        self._publish(changed=())  # the re-laid-out rows (the same ids): the old ones can be freed
+        self._publish()  # the re-laid-out rows: the old ones can be freed
 
 # %% ../nbs/02a_collection.ipynb #fe7ae1cd
 @patch
