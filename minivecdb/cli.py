@@ -201,7 +201,7 @@ def _model_opt(sp): sp.add_argument("--model", help="sentence-transformers model
 def _search_opts(sp):
     "The options of a search: `search` and `demo` share them."
     sp.add_argument("-k", type=int, default=5, help="number of results (default 5)")
-    sp.add_argument("--where", action="append", metavar="FIELD=VALUE", help="only items whose metadata FIELD equals VALUE (repeat a field for any of several values)")
+    sp.add_argument("--where", action="append", metavar="FIELD=VALUE|JSON", help="only items whose metadata FIELD equals VALUE (repeat a field for any of several values), or that pass a JSON where such as '{\"year\": {\"$gte\": 2010}}'")
     sp.add_argument("--nprobe", type=int, help="inverted lists to scan (default: the store's)")
     _model_opt(sp)
 

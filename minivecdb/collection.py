@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
+from .filters import FilterError, compile_where
 from .vector_storage import VectorStorage, StoreLockedError, check_metadatas, first_bad_row, atomic_write, fsync_dir
 from .ivf_index import IVFIndex, default_n_clusters, check_queries, check_positive
 from .wal import LoggedStore, vectors_field, read_changes
@@ -423,14 +424,36 @@ def update(self:Collection, ids, documents=None, vectors=None, metadatas=None) -
         self._commit(dict(op="upsert", ids=ids, vectors=vectors_field(X), metadatas=metas, documents=docs))
     return ids
 
+# %% ../nbs/02a_collection.ipynb #e4d272d0
+def _document_where(where_document) -> dict:
+    "A `where_document` ({'$contains': text}, {'$not_contains': text}, $and/$or lists of them) as a where on the documents."
+    if not isinstance(where_document, dict) or len(where_document) != 1:
+        raise FilterError(f"where_document must be one of {{'$contains': text}}, {{'$not_contains': text}}, {{'$and': [...]}} or {{'$or': [...]}}; got {where_document!r:.80}")
+    (op, arg), = where_document.items()
+    if op in ("$and", "$or"):
+        if not isinstance(arg, list) or not arg: raise FilterError(f"where_document {op} takes a non-empty list of document filters; got {arg!r:.80}")
+        return {op: [_document_where(w) for w in arg]}
+    if op not in ("$contains", "$not_contains"): raise FilterError(f"where_document uses {op!r}; expected $contains, $not_contains, $and or $or")
+    if not isinstance(arg, str) or not arg: raise FilterError(f"where_document {op} takes a non-empty text; got {arg!r:.80}")
+    return {_DOC: {"$contains": arg}} if op == "$contains" else {_DOC: {"$not": {"$contains": arg}}}
+
+def _row_filter(where, where_document):
+    "What the storage filters by: `where` and `where_document`, both of which must hold (None for every row)."
+    if where_document is None: return where
+    doc = _document_where(where_document)
+    if where is None: return doc
+    return {"$and": [where, doc]} if isinstance(where, dict) else compile_where(where) & compile_where(doc)
+
 # %% ../nbs/02a_collection.ipynb #4c361ab9
 @patch
 def delete(self:Collection,
     ids=None,   # ids to delete (those that do not exist are skipped)
     where=None, # or (and) a metadata filter, as in `query`
+    where_document=None, # or (and) a filter on the documents, as in `query`
 ) -> int:
     "Delete rows by id, by filter, or both (rows matching both); returns how many were deleted."
-    if ids is None and where is None: raise CollectionError("delete needs ids or where (where={} matches every row)")
+    if ids is None and where is None and where_document is None: raise CollectionError("delete needs ids, where or where_document (where={} matches every row)")
+    where = _row_filter(where, where_document)
     with self._writes:
         view = self._storage.view()
         mask = None if where is None else view.where_mask(where)
@@ -479,6 +502,7 @@ def _check_count(v, name:str) -> int:
 def get(self:Collection,
     ids=None,       # the ids to fetch (missing ones are skipped); default every row, oldest write first
     where=None,     # a metadata filter
+    where_document=None, # a filter on the documents
     limit:int=None, # at most this many rows
     offset:int=0,   # skipping this many first
     include=("documents", "metadatas"), # also "vectors"
@@ -488,6 +512,7 @@ def get(self:Collection,
     if limit is not None: limit = _check_count(limit, "limit")
     offset = _check_count(offset, "offset")
     view, id_map = self._published  # one moment: the rows and their ids, even while a write or a training runs
+    where = _row_filter(where, where_document)
     mask = view.alive if where is None else view.where_mask(where)  # where_mask counts live rows only
     if ids is None: iids = np.sort(view.row_ids[mask])
     else:
@@ -536,7 +561,8 @@ def query(self:Collection,
     *,
     vectors=None,    # or one vector, or a batch (n, dimension)
     k:int=10,        # results per query
-    where=None,      # metadata filter: {field: value or [values]}, or a callable(metadata) -> bool
+    where=None,      # metadata filter: {"genre": "Sports", "year": {"$gte": 2010}}, ... (`filters`), or a callable(metadata) -> bool
+    where_document=None, # filter on the documents: {"$contains": "rates"}, {"$not_contains": ...}, $and/$or of them
     nprobe:int=None, # lists scanned per query; default the calibrated setting
     include=("documents", "metadatas", "distances"), # also "vectors"
 ):
@@ -547,7 +573,7 @@ def query(self:Collection,
     if found is None: results = [Result([], [], [], [], None) for _ in Q]
     else:
         index, lists = found
-        iids, dist = index.search_batch(Q, k=k, nprobe=nprobe, where=where, lists=lists)
+        iids, dist = index.search_batch(Q, k=k, nprobe=nprobe, where=_row_filter(where, where_document), lists=lists)
         results = [_result(lists.view, i, include, d) for i, d in zip(iids, dist)]
     return results[0] if one else results
 

@@ -11,8 +11,10 @@ from fastcore.basics import patch
 from fastcore.foundation import L
 from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
+from .filters import compile_where
 from .vector_storage import VectorStorage, CorruptStoreError, atomic_write, as_id, check_metadatas
 from .invlists import CoarseQuantizer, blas_single_thread, rank_batch, scan_probes, float_scores, probe_until_k, ids_of_rows
+from .filtered_search import filtered_nprobe
 from .ivf_index import IVFIndex, default_n_clusters, lists_summary, check_batch, euclidean_to_rows, check_positive, check_queries
 from .wal import LoggedStore, replay, vectors_field
 from .gen_emb import load_model, get_embeddings, as_texts
@@ -92,7 +94,7 @@ def shard_search(index:IVFIndex, # one shard's index
                 ) -> tuple:
     "One shard's part of a search: per query its `m` best local ids in `probes`, with scan scores, exact scores and distances."
     lists = index.snapshot
-    mask, _ = lists.row_mask(None if where is None else lists.view.where_mask(where))
+    mask, _ = lists.filter_mask(where)  # computed once: `allowed` asked for it first
     Qm = lists.quantizer.transform(Q)
     rows, key = _scan(lists, Qm, probes, m, mask)
     exact = _exact_scores(lists, Qm, rows, key)
@@ -221,8 +223,7 @@ def info(self:ShardServer) -> dict:
 @patch
 def allowed(self:ShardServer, where) -> np.ndarray:
     "Vectors per list that pass `where` (the driver widens probes with the sum over shards, as one node does)."
-    lists = self.index.snapshot
-    return lists.row_mask(lists.view.where_mask(where))[1]
+    return self.index.snapshot.filter_mask(where)[1]
 
 # %% ../nbs/05b_distributed.ipynb #3271f1ad
 @patch
@@ -441,7 +442,8 @@ def _fan_out(self:ShardedIndex, Q, probes, m:int, k:int, where, records:bool=Fal
 
 # %% ../nbs/05b_distributed.ipynb #312f82cb
 def _check_where(where):
-    "A `where` callable goes to the shards' processes, so it must be picklable: one sentence when it is not."
+    "A where dict is checked by the driver (one sentence, before any shard is asked); a callable must be picklable to reach the shards."
+    if where is not None and not callable(where): compile_where(where)
     if not callable(where): return
     from ray import cloudpickle
     try: cloudpickle.dumps(where)
@@ -456,6 +458,8 @@ def _search(self:ShardedIndex, queries, k:int, nprobe:int, where, rerank:int, re
     _check_where(where)
     k = min(k, max(len(self), 1))
     n_allowed = self._n_allowed(where)
+    if where is not None:  # one node's plan; its exact scan of the allowed rows is a probe of every list here
+        nprobe = filtered_nprobe(int(n_allowed.sum()), len(self), nprobe, self.quantizer.n_lists) or self.quantizer.n_lists
     m = self._candidates(k, rerank)
     return self._fan_out(Q, self._probes(Q, nprobe, n_allowed, k), m, k, where, records)
 

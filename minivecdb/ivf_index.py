@@ -12,10 +12,12 @@ from fastcore.foundation import L
 from .vector_storage import VectorStorage, StorageView, CorruptStoreError, MAX_VALUE, first_bad_row
 from .wal import store_fingerprint, read_changes, replay
 from .kernels import NO_ROWS, empty_heaps, sorted_heaps, push_block
+from .filters import grown
+from .filtered_search import filtered_nprobe, scan_allowed
 from .invlists import CoarseQuantizer, InvertedLists, blas_single_thread, normalise, row_terms, all_unit, ScalarQuantizer, rerank, rank_batch, scan_probes, probe_until_k, ids_of_rows
 
 # %% auto #0
-__all__ = ['func_map', 'SHARD_KEY', 'vers', 'euclidean', 'neg_dot', 'pairwise_distances', 'nearest_centroids',
+__all__ = ['func_map', 'PLANS', 'SHARD_KEY', 'vers', 'euclidean', 'neg_dot', 'pairwise_distances', 'nearest_centroids',
            'default_n_clusters', 'run_kmeans', 'build_index', 'check_positive', 'IVFIndex', 'lists_summary',
            'euclidean_to_rows', 'check_queries', 'check_batch']
 
@@ -201,17 +203,9 @@ def snapshot(self:IVFIndex) -> InvertedLists:
     "The lists searches read now, frozen: later writes, and a newer index built over the storage, leave them as they are."
     return self._reader_lists()
 
-# %% ../nbs/01_ivf_index.ipynb #2b499cb2
-def _grown(a:np.ndarray, n:int, fill) -> np.ndarray:
-    "`a` if it holds `n` entries, else a copy at least twice as long, filled with `fill` beyond the old entries."
-    if len(a) >= n: return a
-    out = np.full(max(n, 2 * len(a), 16), fill, a.dtype)
-    out[:len(a)] = a
-    return out
-
 # %% ../nbs/01_ivf_index.ipynb #999caee4
 def _grown_rows(a:np.ndarray, n:int) -> np.ndarray:
-    "`_grown` for a 2-D array: `a` if it has `n` rows, else a copy with at least twice as many (zeros beyond)."
+    "`grown` for a 2-D array: `a` if it has `n` rows, else a copy with at least twice as many (zeros beyond)."
     if len(a) >= n: return a
     out = np.zeros((max(n, 2 * len(a), 16), a.shape[1]), a.dtype)
     out[:len(a)] = a
@@ -246,7 +240,7 @@ def _adopt(self:IVFIndex, view:StorageView, list_of_row:np.ndarray, row_term=Non
 def _lists_of_rows(self:IVFIndex, view:StorageView, rows:np.ndarray) -> np.ndarray:
     "The list of each of `rows`, from `list_of_id`; rows this index has not seen yet are assigned (and recorded) now."
     ids = view.row_ids[rows]
-    self.list_of_id = _grown(self.list_of_id, view.next_id, -1)
+    self.list_of_id = grown(self.list_of_id, view.next_id, -1)
     lists = self.list_of_id[ids]
     new = lists < 0  # rows this index has not seen yet
     if new.any(): lists[new] = self._assign(view.matrix[rows[new]]); self.list_of_id[ids[new]] = lists[new]
@@ -321,9 +315,9 @@ def _absorb_rows(self:IVFIndex, view:StorageView):
     lo, hi = self._n_rows_seen, view.n_rows
     X = view.matrix[lo:hi]
     new_lists = self._assign(X)
-    self.list_of_id = _grown(self.list_of_id, view.next_id, -1)
+    self.list_of_id = grown(self.list_of_id, view.next_id, -1)
     self.list_of_id[view.row_ids[lo:hi]] = new_lists
-    self._list_of_row = _grown(self._list_of_row, hi, -1); self._list_of_row[lo:hi] = new_lists  # beyond every snapshot's rows
+    self._list_of_row = grown(self._list_of_row, hi, -1); self._list_of_row[lo:hi] = new_lists  # beyond every snapshot's rows
     self._extend_row_data(X, lo, hi)
     self._index_tail(hi)
     self._n_rows_seen = hi
@@ -334,7 +328,7 @@ def _extend_row_data(self:IVFIndex, X, lo:int, hi:int):
     "The scan's per-row data for the new rows lo:hi (vectors `X`): row terms and, for sq8, 8-bit codes."
     term = row_terms(X, self.distance_fn, self._quantizer.shift)
     if term is not None:
-        self._row_term = _grown(self._row_term, hi, 0); self._row_term[lo:hi] = term
+        self._row_term = grown(self._row_term, hi, 0); self._row_term[lo:hi] = term
         self._unit = self._unit and all_unit(term, self.distance_fn)
     if self._sq is not None: self._codes = _grown_rows(self._codes, hi); self._codes[lo:hi] = self._sq.encode(X)
 
@@ -351,7 +345,7 @@ def _index_tail(self:IVFIndex, hi:int):
 @patch
 def _follow_moved_rows(self:IVFIndex, view:StorageView) -> bool:
     "Adopt rows the storage moved if they are still grouped by list; else re-lay out and return True (the storage calls back)."
-    self.list_of_id = _grown(self.list_of_id, view.next_id, -1)
+    self.list_of_id = grown(self.list_of_id, view.next_id, -1)
     lor = self.list_of_id[view.row_ids]
     if view.n_dead or (lor < 0).any() or np.any(np.diff(lor) < 0): self._relayout(view); return True
     self._adopt(view, lor)
@@ -482,17 +476,30 @@ def _probe_and_scan(lists:InvertedLists, Qm, nprobe:int, k:int, m:int, mask, n_a
     return rows, scores
 
 # %% ../nbs/01_ivf_index.ipynb #66c7e626
+PLANS = ("auto", "lists", "exact")
+
+def _planned(lists:InvertedLists, nprobe:int, found, plan:str) -> int:
+    "Lists to probe under `plan`: 'auto' widens them for a filter (`found`) or picks an exact scan (0), 'lists' probes `nprobe`, 'exact' none."
+    if plan not in PLANS: raise ValueError(f"plan must be one of {', '.join(map(repr, PLANS))}; got {plan!r}")
+    if plan == "exact": return 0
+    if plan == "lists" or found is None: return nprobe
+    return filtered_nprobe(found.total, len(lists.view), nprobe, lists.n_lists)
+
 @patch
-def _search(self:IVFIndex, lists:InvertedLists, queries, k, nprobe, where, rerank_k=None):
+def _search(self:IVFIndex, lists:InvertedLists, queries, k, nprobe, where, rerank_k=None, plan:str="auto"):
     "`search_batch` on the given snapshot of the lists."
     k = check_positive(k, 'k')
     nprobe = check_positive(self.nprobe if nprobe is None else nprobe, 'nprobe')
     Q = check_queries(queries, lists.view.dimension)
     k = min(k, max(len(lists.view), 1))  # never more results than stored vectors
-    mask, n_allowed = lists.row_mask(None if where is None else lists.view.where_mask(where))
+    found = None if where is None else lists.filtered(where)
+    mask, n_allowed = lists.row_mask(None) if found is None else (found.mask, found.n_allowed)
     rr = check_positive(self.rerank if rerank_k is None else rerank_k, 'rerank')
     m = k if lists.codes is None else min(k * rr, max(lists.view.n_rows, k))  # candidates to keep: never more than the rows
-    rows, scores = _probe_and_scan(lists, lists.quantizer.transform(Q), nprobe, k, m, mask, n_allowed)
+    nprobe = _planned(lists, nprobe, found, plan)
+    Qm = lists.quantizer.transform(Q)
+    if nprobe: rows, scores = _probe_and_scan(lists, Qm, nprobe, k, m, mask, n_allowed)
+    else: rows, scores = scan_allowed(Qm, np.flatnonzero(lists.view.alive) if found is None else found.rows, lists, k)  # score every allowed row
     rows, dist = _to_distances(lists, Q, rows, scores)
     return ids_of_rows(lists.view, rows), dist
 
@@ -502,12 +509,13 @@ def search_batch(self:IVFIndex,
     queries,            # one vector (d,) or a batch (nq, d)
     k:int=5,            # neighbours per query (at most the number of stored vectors)
     nprobe:int=None,    # lists scanned per query; defaults to the index's `nprobe`
-    where=None,         # metadata filter: dict (field -> value or list of values) or callable(metadata) -> bool
+    where=None,         # metadata filter: a where dict (`filters`) or callable(metadata) -> bool
     rerank:int=None,    # sq8: candidates re-scored exactly, as a multiple of k; defaults to the index's `rerank`
     lists:InvertedLists=None, # a `snapshot` to search; defaults to the latest
+    plan:str="auto",    # 'auto', 'lists' or 'exact': how a filtered search probes (`filtered_search`)
 ):
     "Ids (nq, k) int64 and distances (nq, k) float32 of the nearest vectors, nearest first, padded with -1 / inf."
-    return self._search(self._reader_lists() if lists is None else lists, queries, k, nprobe, where, rerank)
+    return self._search(self._reader_lists() if lists is None else lists, queries, k, nprobe, where, rerank, plan)
 
 # %% ../nbs/01_ivf_index.ipynb #e3d25cb1
 @patch
@@ -749,6 +757,8 @@ def explain(self:IVFIndex,
     Q, k, nprobe, rr = self._explain_args(lists, query, k, nprobe, rerank)
     found = self._search(lists, Q, k, nprobe, where, rr)[0][0].tolist()
     view = lists.view
+    if where is not None:  # the lists the filtered search probed (an exact scan of the allowed rows: as if every list)
+        nprobe = filtered_nprobe(lists.filtered(where).total, len(view), nprobe, lists.n_lists) or lists.n_lists
     out, row = dict(id=id, k=k, nprobe=nprobe), view.row_of(id)
     allowed = None if row < 0 else view.alive if where is None else view.where_mask(where)  # where_mask: live rows only
     reason = _excluded(view, id, row, allowed, where)

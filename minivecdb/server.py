@@ -14,6 +14,7 @@ from fastcore.basics import patch
 from pathlib import Path
 import numpy as np
 from .vector_storage import CorruptStoreError, fsync_dir
+from .filters import compile_where
 from .ivf_index import IVFIndex
 from .wal import LoggedStore, store_fingerprint, vectors_field, replay, logged_changes
 from .gen_emb import get_embeddings, load_model, as_texts
@@ -161,16 +162,17 @@ def _check_k(k, n:int):
     if k * n > MAX_RESULTS: raise InputError(f"k × queries is {k:,} × {n:,}; at most {MAX_RESULTS:,} results per request, send fewer queries or a smaller k")
 
 # %% ../nbs/05a_server.ipynb #f6a7b8c9
+def _where_values_count(where)->int:
+    "How many values a where holds (after `compile_where` has checked it, so its depth is bounded)."
+    if isinstance(where, dict): return sum(_where_values_count(v) for v in where.values())
+    if isinstance(where, (list, tuple)): return sum(_where_values_count(v) for v in where)
+    return 1
+
 def _check_where(where):
-    "`where` if it holds only field: value or field: [values], at most `MAX_WHERE_VALUES` of them."
+    "`where` if the filter language accepts it and it holds at most `MAX_WHERE_VALUES` values."
     if not isinstance(where, dict): return where  # None, or a type the library names
-    n = 0
-    for field, want in where.items():
-        values = want if isinstance(want, list) else [want]
-        if str(field).startswith("$") or any(isinstance(v, dict) for v in values):
-            raise InputError(f"where {field!r}: operators such as $gt are not supported yet; where takes field: value or field: [values]")
-        n += len(values)
-    if n > MAX_WHERE_VALUES: raise InputError(f"where holds {n:,} values; at most {MAX_WHERE_VALUES:,}")
+    compile_where(where)
+    if (n := _where_values_count(where)) > MAX_WHERE_VALUES: raise InputError(f"where holds {n:,} values; at most {MAX_WHERE_VALUES:,}")
     return where
 
 # %% ../nbs/05a_server.ipynb #bc3aea53
@@ -405,7 +407,7 @@ class SearchBody(BaseModel):
     vectors: list[list[float]]|None = None
     k: StrictInt = 5
     nprobe: StrictInt|None = None
-    where: dict|None = None  # field -> value, or field -> [values]: any of them
+    where: dict|None = None  # the filter language: {"genre": "Sports", "year": {"$gte": 2010}}
 
 # %% ../nbs/05a_server.ipynb #6935239c
 class ItemsBody(BaseModel):
@@ -436,7 +438,7 @@ def _search_routes(app:FastAPI, store:TextStore):
     @app.get("/search", summary="Search by text")
     def search(q:str=Query(description="the text to look for"), k:int=Query(5, description="results wanted"),
                nprobe:int|None=Query(None, description="lists to scan (default: the store's)"),
-               where:list[str]=Query([], description="field=value; repeat for several fields, or a field for any of its values")):
+               where:list[str]=Query([], description="field=value (repeat a field for any of its values), or a where as JSON; all must hold")):
         return dict(query=q, results=store.search([_query_text(q)], k=k, nprobe=nprobe, where=parse_where(where, "where"))[0])
 
     @app.post("/search", summary="Search by text or vector, one query or a batch")

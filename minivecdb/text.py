@@ -10,6 +10,7 @@ __all__ = ['TEXT_COLUMNS', 'InputError', 'read_items', 'check_store_path', 'chec
 import csv, io, json, math, os, re, tempfile
 from pathlib import Path
 from .vector_storage import VectorStorage, metadata_problem
+from .filters import FilterError, compile_where
 from .ivf_index import IVFIndex
 from .gen_emb import get_embeddings, get_embedding, load_model, MODEL_ENV_VAR, as_texts
 
@@ -320,16 +321,29 @@ def _where_values(value:str)->list:
     return values
 
 # %% ../nbs/03_text.ipynb #2279d9e6
-def parse_where(items,           # `field=value` strings
+def _json_where(item:str, option:str)->dict:
+    "A where written as JSON (`{\"year\": {\"$gt\": 2010}}`), or an `InputError` naming `option`."
+    try: where = json.loads(item)
+    except ValueError as e: raise InputError(f"{option} {item!r} is not valid JSON ({e})") from None
+    if not isinstance(where, dict): raise InputError(f"{option} {item!r} must be a JSON object")
+    return where
+
+def parse_where(items,           # `field=value` strings, or where dicts written as JSON
                 option="--where", # how an error names them
                )->dict:          # a `where` dict for the index, or None for no filter
-    "`field=value` strings as a `where` dict; a repeated field means any of its values."
-    where = {}
+    "`field=value` strings (a repeated field means any of its values) and JSON where dicts, all of which must hold."
+    fields, trees = {}, []
     for item in items or []:
+        if item.lstrip().startswith("{"): trees.append(_json_where(item, option)); continue
         field, sep, value = item.partition("=")
-        if not sep or not field: raise InputError(f"{option} expects field=value, got {item!r}")
-        where.setdefault(field, []).extend(_where_values(value))
-    return where or None
+        if not sep or not field: raise InputError(f"{option} expects field=value or a JSON where such as '{{\"year\": {{\"$gt\": 2010}}}}', got {item!r}")
+        if value.lstrip().startswith("{"): raise InputError(f"{option} {item!r}: the value after = is compared as it is; to use an operator, give the where as JSON: '{{\"{field}\": {value}}}'")
+        fields.setdefault(field, []).extend(_where_values(value))
+    trees = ([fields] if fields else []) + trees
+    where = None if not trees else trees[0] if len(trees) == 1 else {"$and": trees}
+    try: compile_where(where) if where is not None else None
+    except FilterError as e: raise InputError(f"{option}: {e}") from None
+    return where
 
 # %% ../nbs/03_text.ipynb #16fa723b
 def open_store(path,        # a store file

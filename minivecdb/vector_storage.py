@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
 from fastcore.foundation import L
+from .filters import MetadataColumns, compile_where
 
 # %% auto #0
 __all__ = ['MAX_NESTING', 'MAX_VALUE', 'MAGIC', 'FORMAT_VERSION', 'CorruptStoreError', 'VectorStorage', 'StorageView',
@@ -43,9 +44,10 @@ def _parse_metadatas(raw, n:int) -> list:
 
 # %% ../nbs/00_vector_storage.ipynb #dead3f64
 class _Metadatas:
-    "The rows' metadata dicts: a list, or a loaded store's JSON bytes that the first reader parses (once, under a lock)."
-    def __init__(self, items:list=None, raw=None, n:int=0):
+    "The rows' metadata dicts (a list, or a loaded store's JSON bytes that the first reader parses, once), and their columns."
+    def __init__(self, items:list=None, raw=None, n:int=0, columns:MetadataColumns=None):
         self._items, self._raw, self._n, self._parse_lock = items, raw, n, threading.Lock()
+        self._columns = columns
     @property
     def items(self) -> list:
         if self._items is None:
@@ -55,6 +57,16 @@ class _Metadatas:
     def raw_bytes(self):
         "The original JSON bytes while nobody has parsed them, else None."
         with self._parse_lock: return None if self._raw is None else bytes(self._raw)
+    def columns(self, n:int) -> MetadataColumns:
+        "The metadata as typed columns (`filters`), built on first use and brought up to the first `n` rows."
+        if self._columns is None:
+            with self._parse_lock:
+                if self._columns is None: self._columns = MetadataColumns()
+        return self._columns.catch_up(self.items, n)
+    def field(self, name:str, n:int): return self.columns(n).field(name, n)  # what a compiled filter reads
+    def matches(self, fn, n:int) -> np.ndarray:
+        "Bool per row of the first `n`: `fn` (a Python test) passes a copy of its metadata."
+        return np.fromiter((bool(fn({} if m is None else _json_copy(m))) for m in self.items[:n]), bool, n)
 
 # %% ../nbs/00_vector_storage.ipynb #0b214c88
 class _WriteLock:
@@ -482,9 +494,10 @@ def _rebuild_rows(self:VectorStorage,
     row_ids = np.empty(cap, np.int64); row_ids[:m] = self._row_ids[order]
     alive = np.zeros(cap, bool); alive[:m] = True
     id_to_row = np.full(len(self._id_to_row), -1, np.int64); id_to_row[row_ids[:m]] = np.arange(m)
-    metas = self._metadatas
+    metas, built = self._metadatas, self._metas._columns
     self._data, self._row_ids, self._alive, self._id_to_row = data, row_ids, alive, id_to_row
-    self._metas, self._n_rows, self._n_dead = _Metadatas([metas[r] for r in order.tolist()]), m, 0
+    columns = None if built is None else self._metas.columns(n).take(order)  # reordered, not rebuilt
+    self._metas, self._n_rows, self._n_dead = _Metadatas([metas[r] for r in order.tolist()], columns=columns), m, 0
 
 # %% ../nbs/00_vector_storage.ipynb #08ee97ea
 @patch
@@ -503,40 +516,13 @@ def compact(self:VectorStorage):
     with self.write_lock:
         if self._n_dead: self.permute(np.flatnonzero(self._alive[:self._n_rows]))
 
-# %% ../nbs/00_vector_storage.ipynb #14740aa2
-_missing = object()
-
-def _matcher(want):
-    "Test of a metadata value: equal to `want` (or to one of a list of values), a bool matching only a bool (JSON keeps `true` and `1` apart)."
-    allowed = list(want) if isinstance(want, (list, tuple, set)) else [want]
-    is_bool = lambda a: isinstance(a, (bool, np.bool_))
-    bools, others = [bool(a) for a in allowed if is_bool(a)], [a for a in allowed if not is_bool(a)]
-    return lambda v: v in bools if isinstance(v, bool) else v in others
-
-# %% ../nbs/00_vector_storage.ipynb #8a98ad54
-def _refuse_operators(where:dict):
-    "A `where` dict uses only equality: an operator (`$gt`, `$in`, `$or`, ...) is refused rather than matching nothing."
-    for field, want in where.items():
-        values = list(want) if isinstance(want, (list, tuple, set)) else [want]
-        op = field if str(field).startswith("$") else next((k for v in values if isinstance(v, dict) for k in v if str(k).startswith("$")), None)
-        if op is not None: raise ValueError(f"where uses the operator {op!r} (on {field!r}), which is not supported: where takes field: value or field: [values]")
-
 # %% ../nbs/00_vector_storage.ipynb #e2531d3b
 @patch
 def where_mask(self:StorageView,
-    where, # dict of field -> value (or list of values: any of them), all fields must match; or callable(metadata) -> bool
+    where, # a where dict (`filters`: {"genre": "Sports"}, {"year": {"$gt": 2010}}, ...), a compiled `Filter`, or callable(metadata) -> bool
 ) -> np.ndarray:
     "Bool per row: the row is live and its metadata passes `where` (a callable is given a copy)."
-    metas = self._metas.items[:self.n_rows]
-    if callable(where): ok = np.fromiter((bool(where({} if m is None else _json_copy(m))) for m in metas), bool, len(metas))
-    elif isinstance(where, dict):
-        _refuse_operators(where)
-        ok = np.ones(len(metas), bool)
-        for field, want in where.items():
-            matches = _matcher(want)
-            ok &= np.fromiter((matches((m or {}).get(field, _missing)) for m in metas), bool, len(metas))
-    else: raise TypeError(f"where must be a dict of field -> value or a callable taking a metadata dict, got {type(where).__name__}")
-    return ok & self.alive
+    return compile_where(where).mask(self._metas, self.n_rows) & self.alive
 
 # %% ../nbs/00_vector_storage.ipynb #d8dcdd6a
 @patch
