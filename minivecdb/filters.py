@@ -174,7 +174,7 @@ class FieldView:
     "One column as a snapshot of `n` rows sees it."
     def __init__(self, c:Column, n:int):
         self.n, self.kind, self.num, self.code = n, c.kind[:n], c.num[:n], c.code[:n]
-        self.strings, self.code_of = c.strings[:], c.code_of
+        self.strings, self.n_strings, self.code_of = c.strings, len(c.strings), c.code_of  # the list only grows: read its first n_strings
         at = slice(0, c.n_elements)
         self.e_row, self.e_kind, self.e_num, self.e_code = c.e_row[at], c.e_kind[at], c.e_num[at], c.e_code[at]
 
@@ -267,7 +267,7 @@ def _range(field:str, op:str, v):
     cmp = RANGES[op]
     if not isinstance(v, str): return _leaf(field, lambda c: (c.kind == NUMBER) & cmp(c.num, as_number(v)))
     def text(c):  # compare each distinct text once, then look the answers up by code (-1 reads the False at the end)
-        return np.append(np.fromiter((cmp(s, v) for s in c.strings), bool, len(c.strings)), False)[c.code]
+        return np.append(np.fromiter((cmp(s, v) for s in c.strings[:c.n_strings]), bool, c.n_strings), False)[c.code]
     return _leaf(field, text)
 
 def _contains(field:str, v):
@@ -275,7 +275,7 @@ def _contains(field:str, v):
     def test(c):
         out = np.zeros(c.n, bool)
         out[c.e_row[_equal_in(c.e_kind, c.e_num, c.e_code, c.code_of, v) & (c.e_row < c.n)]] = True
-        if isinstance(v, str) and c.strings: out |= np.append(np.fromiter((v in s for s in c.strings), bool, len(c.strings)), False)[c.code]
+        if isinstance(v, str) and c.n_strings: out |= np.append(np.fromiter((v in s for s in c.strings[:c.n_strings]), bool, c.n_strings), False)[c.code]
         return out
     return _leaf(field, test)
 

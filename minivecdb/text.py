@@ -341,8 +341,9 @@ def parse_where(items,           # `field=value` strings, or where dicts written
         fields.setdefault(field, []).extend(_where_values(value))
     trees = ([fields] if fields else []) + trees
     where = None if not trees else trees[0] if len(trees) == 1 else {"$and": trees}
-    try: compile_where(where) if where is not None else None
-    except FilterError as e: raise InputError(f"{option}: {e}") from None
+    if where is not None:
+        try: compile_where(where)
+        except FilterError as e: raise InputError(f"{option}: {e}") from None
     return where
 
 # %% ../nbs/03_text.ipynb #16fa723b
