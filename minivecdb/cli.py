@@ -25,12 +25,13 @@ def _align(rows:list)->str:
     return "\n".join(fmt(row) for row in rows)
 
 # %% ../nbs/05_cli.ipynb #5d821ba9
-def format_results(results # [(rank, id, distance, metadata)] from `search_store`
+def format_results(results, # [(rank, id, distance, metadata)] from `search_store`
+                   value:str="distance", # what the number of each result is: "distance", or "score" for keyword and hybrid rankings
                   )->str:
-    "A plain-text table: rank, distance, then one column per metadata field."
+    "A plain-text table: rank, distance (or score), then one column per metadata field."
     if not results: return "no results"
     fields = list(dict.fromkeys(f for *_, m in results for f in m))
-    rows = [["rank", "distance", *fields]] + [[str(r), f"{d:.3f}", *(_cell(m.get(f, "")) for f in fields)] for r,_,d,m in results]
+    rows = [["rank", value, *fields]] + [[str(r), f"{d:.3f}", *(_cell(m.get(f, "")) for f in fields)] for r,_,d,m in results]
     return _align(rows)
 
 # %% ../nbs/05_cli.ipynb #c7a1e101
@@ -172,9 +173,11 @@ def cmd_demo(args):
             print(f"building the headline collection in {path} (first run only)", flush=True)
             _fill_demo(news, args)
         query = args.query or TUTORIAL_QUERY
-        hits = news.query(query, k=args.k, where=parse_where(args.where), nprobe=args.nprobe)
-        print(f"{news.count()} headlines in collection {news.name!r} of {path}\nquery: {query}\n")
-        print(format_results([(r, u, d, {"headline": doc, **m}) for r, (u, d, doc, m) in enumerate(zip(hits.ids, hits.distances, hits.documents, hits.metadatas), 1)]))
+        hits = news.query(query, k=args.k, where=parse_where(args.where), nprobe=args.nprobe, mode=args.mode)
+        print(f"{news.count()} headlines in collection {news.name!r} of {path}\nquery: {query}" + ("" if args.mode == "vector" else f" ({args.mode} search)") + "\n")
+        values = hits.distances if args.mode == "vector" else hits.scores
+        print(format_results([(r, u, d, {"headline": doc, **m}) for r, (u, d, doc, m) in enumerate(zip(hits.ids, values, hits.documents, hits.metadatas), 1)],
+                             "distance" if args.mode == "vector" else "score"))
 
 # %% ../nbs/05_cli.ipynb #783226cb
 def cmd_serve(args):
@@ -235,6 +238,7 @@ def _stats_args(sp):
 def _demo_args(sp):
     "The arguments of `minivecdb demo`."
     sp.add_argument("query", nargs="?", help="what to look for (default: the tutorial's Boston Marathon headline)")
+    sp.add_argument("--mode", choices=("vector", "keyword", "hybrid"), default="vector", help="search by meaning (default), by the query's words (BM25), or both fused")
     sp.add_argument("--rebuild", action="store_true", help="build the demo collection again")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _search_opts(sp)

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'MAX_ID_CHARS', 'CHECKPOINT_BYTES', 'EXACT_UP_TO', 'REGROW', 'REDELETE', 'RECALL_MARGIN', 'ID_PIECES',
-           'MIN_TRAIN', 'CollectionError', 'DatabaseLockedError', 'Database', 'connect', 'Collection', 'Result']
+           'MODES', 'KEYWORD_COMMIT_SECONDS', 'MIN_TRAIN', 'CollectionError', 'DatabaseLockedError', 'Database',
+           'connect', 'Collection', 'Result']
 
 # %% ../nbs/02a_collection.ipynb #287bf10d
 import base64, contextlib, json, os, re, shutil, sys, threading, uuid, weakref
@@ -16,6 +17,7 @@ from .filters import FilterError, compile_where
 from .vector_storage import VectorStorage, StoreLockedError, check_metadatas, first_bad_row, atomic_write, fsync_dir
 from .ivf_index import IVFIndex, default_n_clusters, check_queries, check_positive
 from .wal import LoggedStore, vectors_field, read_changes
+from .keyword import KeywordIndex, fuse, fuse_scores, FUSIONS, FUSION, HYBRID_DEPTH, KEYWORD_WEIGHT
 
 # %% ../nbs/02a_collection.ipynb #eb154126
 class CollectionError(ValueError):
@@ -200,6 +202,8 @@ class Collection:
         self.path = db.path/name
         self.config = json.loads((self.path/"collection.json").read_text())
         self._store, self._writes, self._log, self._frozen = self.path/"store.ivf", threading.RLock(), None, None
+        self._keywords, self._kw_lock, self._kw_timer, self._kw_stale = None, threading.RLock(), None, False  # the keyword index: below
+        self._kw_base, self._kw_applied = None, 0
         self._load()
         if not db.read_only: self._open_log()
     def __repr__(self):
@@ -219,7 +223,8 @@ def _load(self:Collection):
     view = self._storage.view()
     self._ids = _IdMap().changed(added=[(view.metadata(r)[_ID], int(view.row_ids[r])) for r in np.flatnonzero(view.alive).tolist()])
     self._base, changes = read_changes(self._store)
-    for e in changes: self._apply(e, publish=False)
+    self._keywords = None  # a reader's keyword index is found again for these rows
+    self._replayed = [self._apply(e, publish=False) for e in changes]
     self._applied = len(changes)
     self._publish()
 
@@ -251,6 +256,7 @@ def _open_log(self:Collection):
     "Become the collection's writer: lock its store file, open its log, and fold what was replayed into the store."
     self._writer = LoggedStore(self._store, self._storage)
     self._log = self._writer.log
+    self._open_keywords()
     if self._applied: self.checkpoint()
 
 # %% ../nbs/02a_collection.ipynb #2e775d4c
@@ -260,18 +266,24 @@ def _vectors_of(e:dict, d:int) -> np.ndarray:
 
 @patch
 def _apply(self:Collection, e:dict, publish:bool=True):
-    "Make one logged change: an upsert (old rows of its ids out, new rows in) or a delete, published as one step."
-    s = self._storage
+    "Make one logged change: an upsert (old rows of its ids out, new rows in) or a delete, published as one step; returns it as rows."
+    s, new = self._storage, []
     with s.write_lock:
-        old, added = [u for u in e["ids"] if u in self._ids], ()
-        for u in old: s.delete(self._ids.get(u))
+        old = [u for u in e["ids"] if u in self._ids]
+        removed = [self._ids.get(u) for u in old]
+        for i in removed: s.delete(i)
         self._state["deleted"] += len(old)
         if e["op"] == "upsert":
             metas = [{**(m or {}), _ID: u, _DOC: doc} for u, m, doc in zip(e["ids"], e["metadatas"], e["documents"])]
-            added = zip(e["ids"], s.add_bulk(_vectors_of(e, s.dimension), metas).tolist())
+            new = s.add_bulk(_vectors_of(e, s.dimension), metas).tolist()
             if self._index is None: self._index = self._exact_index()
-        self._ids = self._ids.changed(old, added)
+        self._ids = self._ids.changed(old, zip(e["ids"], new))
+    change = removed, new, e.get("documents") or []
+    with self._kw_lock:
+        if self._keywords is not None and not self._keywords.read_only: _index_changes(self._keywords, *change)
+        self._kw_applied += 1
     if publish: self._publish()
+    return change
 
 # %% ../nbs/02a_collection.ipynb #edc6545c
 @patch
@@ -314,8 +326,13 @@ def _check_vectors(vectors, d:int, n:int=None) -> np.ndarray:
 def _check_documents(documents, n:int=None) -> list:
     "`documents` as a list of non-blank strings (`n` of them if given); one string is one document."
     from minivecdb.gen_emb import as_texts
+    if isinstance(documents, bytes): raise CollectionError("documents are str, not bytes: decode them first (bytes.decode)")
     try: docs = as_texts([documents] if isinstance(documents, str) else documents)
     except (TypeError, ValueError) as e: raise CollectionError(str(e).replace("texts", "documents")) from None
+    for i, d in enumerate(docs):
+        if not d.isascii():
+            try: d.encode("utf-8")
+            except UnicodeEncodeError as e: raise CollectionError(f"documents[{i}] is not valid Unicode: it holds a lone surrogate ({d[e.start]!r}) at position {e.start}") from None
     if n is not None and len(docs) != n: raise CollectionError(f"got {len(docs)} documents for {n} ids: give one document per id")
     return docs
 
@@ -364,14 +381,21 @@ def _commit(self:Collection, entry:dict):
         self._check_writable()
         self._log.append(entry)
         try: self._apply(entry)
-        except BaseException: self.checkpoint(); raise  # the store saves what was made; the log no longer holds the change
+        except BaseException:  # the store saves what was made; the log no longer holds the change
+            self._kw_stale = True; self.checkpoint(); raise
         if self._log.nbytes >= CHECKPOINT_BYTES: self.checkpoint()
         self._maybe_train()
+    self._keywords_later()
 
 @patch
 def _check_writable(self:Collection):
     "A clear error when this collection cannot be written: its database is read-only or closed, or it was closed or deleted."
     self.db._check_open(write=True)
+    self._check_readable()
+
+@patch
+def _check_readable(self:Collection):
+    "A clear error when this collection was closed or deleted: its rows may belong to another collection by now."
     if self.closed: raise CollectionError(f"collection {self.name!r} is closed (or deleted): get it from the database again")
 
 # %% ../nbs/02a_collection.ipynb #9a051b54
@@ -465,11 +489,12 @@ def delete(self:Collection,
 # %% ../nbs/02a_collection.ipynb #dd96e751
 class Result:
     "What `query` and `get` return: the ids and the fields asked for in `include`, as parallel lists (a query's nearest first)."
-    def __init__(self, ids, distances=None, documents=None, metadatas=None, vectors=None):
+    def __init__(self, ids, distances=None, documents=None, metadatas=None, vectors=None, scores=None):
         self.ids, self.distances, self.documents, self.metadatas, self.vectors = ids, distances, documents, metadatas, vectors
+        self.scores = scores  # keyword and hybrid queries: BM25 scores or fused ones, higher first
     def __len__(self): return len(self.ids)
     def __repr__(self):
-        cols = [(n, v) for n, v in (("id", self.ids), ("distance", self.distances), ("document", self.documents), ("metadata", self.metadatas)) if v is not None]
+        cols = [(n, v) for n, v in (("id", self.ids), ("distance", self.distances), ("score", self.scores), ("document", self.documents), ("metadata", self.metadatas)) if v is not None]
         show = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v) if len(str(v)) <= 60 else str(v)[:57] + "..."
         lines = [" | ".join(n for n, _ in cols)] + [" | ".join(show(v[i]) for _, v in cols) for i in range(min(len(self), 10))]
         return "\n".join(lines + ([f"... {len(self) - 10} more"] if len(self) > 10 else []))
@@ -484,14 +509,14 @@ def _check_include(include, allowed=_FIELDS) -> set:
     return set(include)
 
 # %% ../nbs/02a_collection.ipynb #c52e1732
-def _result(view, iids, include:set, distances=None) -> Result:
+def _result(view, iids, include:set, distances=None, scores=None) -> Result:
     "The `Result` of the rows with internal ids `iids` (-1 padding skipped) in one snapshot `view`."
     rows = [view.row_of(int(i)) for i in iids if i >= 0]
     metas = [view.metadata(r) for r in rows]
     ids, docs = [m.pop(_ID) for m in metas], [m.pop(_DOC) for m in metas]
     return Result(ids, None if distances is None or "distances" not in include else [float(d) for d in distances[:len(rows)]],
                   docs if "documents" in include else None, metas if "metadatas" in include else None,
-                  view.matrix[rows].copy() if "vectors" in include else None)
+                  view.matrix[rows].copy() if "vectors" in include else None, None if scores is None else [float(s) for s in scores[:len(rows)]])
 
 def _check_count(v, name:str) -> int:
     "`v` if it is an int >= 0, else a `CollectionError` naming `name`."
@@ -508,6 +533,7 @@ def get(self:Collection,
     include=("documents", "metadatas"), # also "vectors"
 ) -> Result:
     "Rows by id or filter, without searching."
+    self._check_readable()
     include = _check_include(include, ("documents", "metadatas", "vectors"))
     if limit is not None: limit = _check_count(limit, "limit")
     offset = _check_count(offset, "offset")
@@ -555,27 +581,168 @@ def _query_rows(self:Collection, texts, vectors) -> tuple:
     return np.ndim(vectors) == 1, _check_vectors(vectors, self.config["dimension"])
 
 # %% ../nbs/02a_collection.ipynb #4a8e2216
+MODES = ("vector", "keyword", "hybrid")
+
+def _fusion(fusion, weight) -> tuple:
+    "The fusion and keyword weight of a hybrid query, checked: by default `FUSION` with `KEYWORD_WEIGHT`, or plain reciprocal rank fusion."
+    fusion = FUSION if fusion is None else fusion
+    if fusion not in FUSIONS: raise CollectionError(f"fusion must be 'scores' (relative score fusion) or 'rrf' (reciprocal rank fusion); got {fusion!r}")
+    if weight is None: return fusion, KEYWORD_WEIGHT if fusion == "scores" else 0.5
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1: raise CollectionError(f"keyword_weight must be a number in [0, 1]; got {weight!r}")
+    return fusion, float(weight)
+
+def _fused(fusion:str, w:float, iids, dist, rows, scores, k:int) -> tuple:
+    "One hybrid query's top `k` from its vector ranking (ids, distances) and keyword ranking (ids, BM25 scores)."
+    if fusion == "rrf": return fuse([iids, rows], [1 - w, w], k=k)
+    return fuse_scores([iids, rows], [-np.asarray(dist, np.float64), scores], [1 - w, w], k=k)
+
+# %% ../nbs/02a_collection.ipynb #7af7d0d2
+@patch
+def _query_input(self:Collection, texts, vectors, mode:str) -> tuple:
+    "Whether one query was given, the texts (modes keyword and hybrid) and the query rows (modes vector and hybrid)."
+    if mode == "vector":
+        one, Q = self._query_rows(texts, vectors)
+        return one, None, Q
+    if texts is None: raise CollectionError(f"mode={mode!r} searches the words of texts: give texts" + (" (and their vectors= if the collection has no model)" if mode == "hybrid" else ""))
+    one = isinstance(texts, str)
+    try: texts = _check_documents(texts)
+    except CollectionError as e: raise CollectionError(str(e).replace("documents", "texts")) from None
+    if mode == "keyword":
+        if vectors is not None: raise CollectionError("mode='keyword' searches words only: give texts without vectors=")
+        return one, texts, None
+    return one, texts, self._embed(texts) if vectors is None else _check_vectors(vectors, self.config["dimension"], len(texts))
+
+@patch
+def _keyword_rankings(self:Collection, view, texts:list, k:int, row_filter) -> list:
+    "Each text's `k` best keyword hits among the rows of `view` that `row_filter` allows: (internal ids, BM25 scores)."
+    allowed = None if row_filter is None else view.row_ids[view.where_mask(row_filter)]
+    ki = self._keyword_index()
+    return [_keyword_hits(ki, view, t, k, allowed) for t in texts]
+
+# %% ../nbs/02a_collection.ipynb #1e474ce1
 @patch
 def query(self:Collection,
     texts=None,      # a text, or a list of texts (a text collection embeds them)
     *,
-    vectors=None,    # or one vector, or a batch (n, dimension)
+    vectors=None,    # or one vector, or a batch (n, dimension); with mode="hybrid", the texts' vectors
     k:int=10,        # results per query
     where=None,      # metadata filter: {"genre": "Sports", "year": {"$gte": 2010}}, ... (`filters`), or a callable(metadata) -> bool
     where_document=None, # filter on the documents: {"$contains": "rates"}, {"$not_contains": ...}, $and/$or of them
     nprobe:int=None, # lists scanned per query; default the calibrated setting
     include=("documents", "metadatas", "distances"), # also "vectors"
+    mode:str="vector", # "vector" (nearest by meaning), "keyword" (BM25 over the documents) or "hybrid" (both, fused)
+    fusion:str=None,   # hybrid only: "scores" (relative score fusion, the default) or "rrf" (reciprocal rank fusion)
+    keyword_weight:float=None, # hybrid only: the keyword ranking's weight, 0 to 1; default KEYWORD_WEIGHT for "scores", 0.5 for "rrf"
 ):
-    "The `k` nearest rows: one `Result` for one text or vector, a list of them for a list or batch."
-    one, Q = self._query_rows(texts, vectors)
+    "The `k` best rows: one `Result` for one text or vector, a list of them for a list or batch."
+    self._check_readable()
+    if mode not in MODES: raise CollectionError(f"mode must be 'vector', 'keyword' or 'hybrid'; got {mode!r}")
     include, k = _check_include(include), check_positive(k, "k")
-    found = self._searcher()
-    if found is None: results = [Result([], [], [], [], None) for _ in Q]
+    fusion, w = _fusion(fusion, keyword_weight)
+    one, texts, Q = self._query_input(texts, vectors, mode)
+    row_filter, found = _row_filter(where, where_document), self._searcher()
+    if found is None: results = [Result([], [], [], [], None) for _ in range(len(texts if Q is None else Q))]
     else:
         index, lists = found
-        iids, dist = index.search_batch(Q, k=k, nprobe=nprobe, where=_row_filter(where, where_document), lists=lists)
-        results = [_result(lists.view, i, include, d) for i, d in zip(iids, dist)]
+        view, depth = lists.view, max(k, HYBRID_DEPTH) if mode == "hybrid" else k
+        if mode != "keyword": iids, dist = index.search_batch(Q, k=depth, nprobe=nprobe, where=row_filter, lists=lists)
+        if mode != "vector": kw = self._keyword_rankings(view, texts, depth, row_filter)
+        if mode == "vector": results = [_result(view, i, include, d) for i, d in zip(iids, dist)]
+        elif mode == "keyword": results = [_result(view, rows, include, scores=s) for rows, s in kw]
+        else: results = [_result(view, rows, include, scores=s) for rows, s in (_fused(fusion, w, i, d, *r, k) for i, d, r in zip(iids, dist, kw))]
     return results[0] if one else results
+
+
+# %% ../nbs/02a_collection.ipynb #782777be
+KEYWORD_COMMIT_SECONDS = 1.0  # the keyword index commits this long after its first uncommitted write
+
+def _index_changes(ki:KeywordIndex, removed:list, added:list, documents:list):
+    "One logged change in the keyword index: the replaced or deleted rows out, the new rows' documents in."
+    ki.delete(removed)
+    ki.add(added, documents)
+
+@patch
+def _keyword_mark(self:Collection) -> dict:
+    "What the keyword index holds: the log entries applied to it since the store saved as `store`."
+    return dict(store=self._kw_base, applied=self._kw_applied)
+
+@patch
+def _reindex_keywords(self:Collection, ki:KeywordIndex):
+    "Index every live row's document again, from the stored rows."
+    view = self._storage.view()
+    rows = np.flatnonzero(view.alive)
+    ki.clear()
+    ki.add(view.row_ids[rows], [view.metadata(r).get(_DOC) for r in rows.tolist()])
+
+# %% ../nbs/02a_collection.ipynb #dcd40ec6
+@patch
+def _open_keywords(self:Collection):
+    "The writer's keyword index, brought up to the store and its log: the entries its last commit missed, or every row again."
+    path = self.path/"keywords"
+    try: ki = KeywordIndex(path)
+    except (ValueError, OSError):  # not an index this version of tantivy can open (or not a directory): build a new one
+        if path.is_dir() and not path.is_symlink(): shutil.rmtree(path)
+        else: path.unlink(missing_ok=True)
+        ki = KeywordIndex(path)
+    self._kw_base, self._kw_applied = self._log.base, len(self._replayed)
+    mark = ki.mark or {}
+    if mark.get("store") == self._log.base and 0 <= mark.get("applied", -1) <= len(self._replayed):
+        for change in self._replayed[mark["applied"]:]: _index_changes(ki, *change)
+    else: self._reindex_keywords(ki)
+    ki.commit(mark=self._keyword_mark())
+    self._keywords, self._replayed = ki, []
+
+# %% ../nbs/02a_collection.ipynb #6b42b973
+@patch
+def _commit_keywords(self:Collection):
+    "Commit the keyword index's pending writes, with its mark (the writer), or without (a reader's index in memory)."
+    with self._kw_lock:
+        self._kw_timer, ki = None, self._keywords
+        if ki is None or self.closed or not ki.dirty: return
+        ki.commit(mark=self._keyword_mark() if self._log is not None else None)
+
+@patch
+def _keywords_later(self:Collection):
+    "Commit the keyword index `KEYWORD_COMMIT_SECONDS` from now, unless a commit is due already."
+    with self._kw_lock:
+        if self._kw_timer is not None or self._keywords is None or not self._keywords.dirty: return
+        self._kw_timer = threading.Timer(KEYWORD_COMMIT_SECONDS, self._commit_keywords)
+        self._kw_timer.daemon = True
+        self._kw_timer.start()
+
+# %% ../nbs/02a_collection.ipynb #662aa999
+@patch
+def _reader_keywords(self:Collection) -> KeywordIndex:
+    "A reader's keyword index: the writer's, if its last commit holds exactly the rows this reader holds, else one built in memory."
+    try:
+        ki = KeywordIndex(self.path/"keywords", read_only=True)
+        if ki.mark == dict(store=self._base, applied=self._applied): return ki
+    except (ValueError, OSError): pass  # none yet (a collection from before keyword search), or one being replaced
+    ki = KeywordIndex()
+    self._reindex_keywords(ki)
+    return ki
+
+@patch
+def _keyword_index(self:Collection) -> KeywordIndex:
+    "The keyword index with every acknowledged write committed (a reader's: matching the rows it holds)."
+    with self._kw_lock:
+        ki = self._keywords
+        if self._log is None and (ki is None or ki.read_only and ki.mark != dict(store=self._base, applied=self._applied)):
+            self._keywords = self._reader_keywords()
+    self._commit_keywords()
+    return self._keywords
+
+# %% ../nbs/02a_collection.ipynb #c35e5b09
+def _keyword_hits(ki:KeywordIndex, view, text:str, k:int, allowed) -> tuple:
+    "The internal ids and BM25 scores of the `k` best keyword hits of `text` that `view` holds (and `allowed`, if given)."
+    if allowed is not None: return ki.search(text, k, allowed)
+    depth = k
+    while True:  # the index may hold rows newer than `view` (committed since it was taken): read past them
+        rows, scores = ki.search(text, depth)
+        keep = np.array([view.row_of(i) >= 0 for i in rows.tolist()], bool)
+        if keep.sum() >= k or len(rows) < depth: return rows[keep][:k], scores[keep][:k]
+        depth *= 2
+
 
 # %% ../nbs/02a_collection.ipynb #ce8af9dd
 MIN_TRAIN = 1_000  # fewer rows than this are never split into lists
@@ -629,6 +796,11 @@ def checkpoint(self:Collection):
     with self._writes:
         if self._log is None or self._index is None: return
         self._writer.checkpoint(lambda path: self._index.save(path, extras=dict(collection=self._state)))
+        with self._kw_lock:
+            if self._keywords is None: return
+            self._kw_base, self._kw_applied = self._log.base, 0
+            if self._kw_stale: self._reindex_keywords(self._keywords); self._kw_stale = False
+            self._keywords.commit(mark=self._keyword_mark())
 
 @patch
 def refresh(self:Collection):
@@ -639,6 +811,7 @@ def refresh(self:Collection):
         if base != self._base: return self._load()  # the writer saved since: read the new save and its log
         for e in changes[self._applied:]: self._apply(e)
         self._applied = len(changes)
+        if self._keywords is not None and self._keywords.read_only: self._keywords.reload()
 
 # %% ../nbs/02a_collection.ipynb #e057097f
 @patch
@@ -648,12 +821,16 @@ def close(self:Collection):
         if self.closed: return
         try:
             if self._log is not None and self._log.n: self.checkpoint()
+            elif self._keywords is not None and self._keywords.dirty: self._commit_keywords()
         finally: self._release()
 
 @patch
 def _release(self:Collection):
     "Let go of the log and the lock without saving."
     self.closed = True
+    with self._kw_lock:
+        if self._kw_timer is not None: self._kw_timer.cancel(); self._kw_timer = None
+        if self._keywords is not None: self._keywords.close(); self._keywords = None
     if self._log is not None: self._writer.close()
 
 @patch
