@@ -15,3 +15,4 @@ from . import codecs  # noqa: E402,F401  the sq8 / calibrate / explain cases; ad
 from . import distributed  # noqa: E402,F401  the ShardedIndex (Ray) cases; adds the "distributed" category before the runner reads it
 from . import collections  # noqa: E402,F401  the minivecdb.connect / Collection cases; adds the "collections" category before the runner reads it
 from . import filters  # noqa: E402,F401  the filter language cases; adds the "filters" category before the runner reads it
+from . import keyword  # noqa: E402,F401  the BM25 / hybrid search cases; adds the "keyword" category before the runner reads it
