@@ -569,15 +569,17 @@ def _searcher(self:Collection):
         except RuntimeError:  # replaced by a training that has just begun: look again
             if self._frozen is None and self._index is index: raise
 
+def _check_texts(texts) -> list:
+    "Query `texts` checked as documents are, the error naming them texts."
+    try: return _check_documents(texts)
+    except CollectionError as e: raise CollectionError(str(e).replace("documents", "texts")) from None
+
 @patch
 def _query_rows(self:Collection, texts, vectors) -> tuple:
     "Whether one query was given, and the queries as float32 rows."
     if (texts is None) == (vectors is None): raise CollectionError("give texts or vectors= to search for, not both and not neither")
     if texts is not None:
-        one = isinstance(texts, str)
-        try: Q = self._embed(_check_documents(texts))
-        except CollectionError as e: raise CollectionError(str(e).replace("documents", "texts")) from None
-        return one, Q
+        return isinstance(texts, str), self._embed(_check_texts(texts))
     return np.ndim(vectors) == 1, _check_vectors(vectors, self.config["dimension"])
 
 # %% ../nbs/02a_collection.ipynb #4a8e2216
@@ -604,20 +606,18 @@ def _query_input(self:Collection, texts, vectors, mode:str) -> tuple:
         one, Q = self._query_rows(texts, vectors)
         return one, None, Q
     if texts is None: raise CollectionError(f"mode={mode!r} searches the words of texts: give texts" + (" (and their vectors= if the collection has no model)" if mode == "hybrid" else ""))
-    one = isinstance(texts, str)
-    try: texts = _check_documents(texts)
-    except CollectionError as e: raise CollectionError(str(e).replace("documents", "texts")) from None
+    one, texts = isinstance(texts, str), _check_texts(texts)
     if mode == "keyword":
         if vectors is not None: raise CollectionError("mode='keyword' searches words only: give texts without vectors=")
         return one, texts, None
     return one, texts, self._embed(texts) if vectors is None else _check_vectors(vectors, self.config["dimension"], len(texts))
 
 @patch
-def _keyword_rankings(self:Collection, view, texts:list, k:int, row_filter) -> list:
-    "Each text's `k` best keyword hits among the rows of `view` that `row_filter` allows: (internal ids, BM25 scores)."
-    allowed = None if row_filter is None else view.row_ids[view.where_mask(row_filter)]
+def _keyword_rankings(self:Collection, lists, texts:list, k:int, row_filter) -> list:
+    "Each text's `k` best keyword hits among the rows of the snapshot `lists` that `row_filter` allows: (internal ids, BM25 scores)."
+    allowed = None if row_filter is None else lists.view.row_ids[lists.filtered(row_filter).rows]  # the vector search's mask, kept by `lists`
     ki = self._keyword_index()
-    return [_keyword_hits(ki, view, t, k, allowed) for t in texts]
+    return [_keyword_hits(ki, lists.view, t, k, allowed) for t in texts]
 
 # %% ../nbs/02a_collection.ipynb #1e474ce1
 @patch
@@ -646,7 +646,7 @@ def query(self:Collection,
         index, lists = found
         view, depth = lists.view, max(k, HYBRID_DEPTH) if mode == "hybrid" else k
         if mode != "keyword": iids, dist = index.search_batch(Q, k=depth, nprobe=nprobe, where=row_filter, lists=lists)
-        if mode != "vector": kw = self._keyword_rankings(view, texts, depth, row_filter)
+        if mode != "vector": kw = self._keyword_rankings(lists, texts, depth, row_filter)
         if mode == "vector": results = [_result(view, i, include, d) for i, d in zip(iids, dist)]
         elif mode == "keyword": results = [_result(view, rows, include, scores=s) for rows, s in kw]
         else: results = [_result(view, rows, include, scores=s) for rows, s in (_fused(fusion, w, i, d, *r, k) for i, d, r in zip(iids, dist, kw))]
